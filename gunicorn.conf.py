@@ -1,0 +1,20 @@
+"""gunicorn settings for the web process; every value can be overridden by env."""
+
+import os
+
+bind = os.environ.get("BIND", f"127.0.0.1:{os.environ.get('PORT', '8000')}")
+workers = int(os.environ.get("WEB_CONCURRENCY", "2"))
+threads = int(os.environ.get("WEB_THREADS", "1"))
+timeout = int(os.environ.get("WEB_TIMEOUT", "30"))
+# SIGTERM: stop accepting, let in-flight requests finish within this many seconds.
+graceful_timeout = int(os.environ.get("WEB_GRACEFUL_TIMEOUT", "30"))
+accesslog = None  # the app writes its own JSON access log line per request
+wsgi_app = "orders_project.wsgi:application"
+
+
+def child_exit(server, worker):
+    # A dead worker's live gauges must stop counting in the aggregated /metrics.
+    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        from prometheus_client import multiprocess
+
+        multiprocess.mark_process_dead(worker.pid)

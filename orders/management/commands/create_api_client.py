@@ -1,0 +1,21 @@
+"""`python manage.py create_api_client NAME`: prints the new key once."""
+
+from django.core.management.base import BaseCommand, CommandError
+from django.db import IntegrityError
+
+from orders.services import api_client_create
+
+
+class Command(BaseCommand):
+    help = "Create an API client and print its key (shown only this once)."
+
+    def add_arguments(self, parser):
+        parser.add_argument("name")
+
+    def handle(self, *args, name: str, **options):
+        try:
+            client, key = api_client_create(name=name)
+        except IntegrityError as exc:
+            raise CommandError(f"an API client named {name!r} already exists") from exc
+        self.stderr.write(f"Created API client {client.name} ({client.id}); store this key now:")
+        self.stdout.write(key)

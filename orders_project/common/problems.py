@@ -1,0 +1,266 @@
+"""Every error the service returns is RFC 9457 problem+json with a stable `code`.
+
+Three places feed this module and nothing else shapes errors:
+- `DomainError` subclasses, raised by services, each carrying its status and code;
+- `problem_exception_handler`, DRF's single exception hook;
+- `ProblemMiddleware`, which catches what escapes DRF (unknown URLs, oversized bodies,
+  unhandled exceptions, Django's own 4xx responses) so that no HTML page or stack trace
+  ever reaches an API client, whatever DEBUG says.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from http import HTTPStatus
+from typing import Any
+
+from django.conf import settings
+from django.core.exceptions import PermissionDenied, RequestDataTooBig, SuspiciousOperation
+from django.http import Http404, HttpRequest, HttpResponse
+from rest_framework import exceptions as drf_exceptions
+from rest_framework.response import Response
+
+logger = logging.getLogger(__name__)
+
+PROBLEM_CONTENT_TYPE = "application/problem+json"
+PROBLEM_TYPE_BASE = "https://orders.example/problems/"
+
+# Paths that are pages for people, not API resources: their own error pages stay.
+HTML_PREFIXES = ("/admin/",)
+
+
+class DomainError(Exception):
+    """A business rule said no. Subclasses set `status` and `code`; the handler renders them."""
+
+    status: int = 400
+    code: str = "bad_request"
+    title: str = "Bad request"
+
+    def __init__(self, detail: str | None = None, **extra: Any) -> None:
+        self.detail = detail or self.title
+        self.extra = extra
+        super().__init__(self.detail)
+
+
+class ValidationFailed(DomainError):
+    status = 400
+    code = "validation_error"
+    title = "The request is not valid"
+
+    def __init__(self, errors: list[dict[str, str]], detail: str | None = None) -> None:
+        super().__init__(detail or "See `errors` for the fields that need attention.", errors=errors)
+
+
+def problem_body(
+    *, status: int, code: str, title: str | None = None, detail: str | None = None, **extra: Any
+) -> dict[str, Any]:
+    body: dict[str, Any] = {
+        "type": PROBLEM_TYPE_BASE + code,
+        "title": title or HTTPStatus(status).phrase,
+        "status": status,
+        "detail": detail or title or HTTPStatus(status).phrase,
+        "code": code,
+    }
+    body.update(extra)
+    return body
+
+
+def problem_response(
+    *, status: int, code: str, title: str | None = None, detail: str | None = None,
+    headers: dict[str, str] | None = None, **extra: Any,
+) -> HttpResponse:
+    """A plain Django response, for code outside DRF (middleware, health views)."""
+    body = problem_body(status=status, code=code, title=title, detail=detail, **extra)
+    response = HttpResponse(
+        json.dumps(body), status=status, content_type=PROBLEM_CONTENT_TYPE
+    )
+    for name, value in (headers or {}).items():
+        response[name] = value
+    return response
+
+
+# DRF exception class -> (code, title). Order matters: subclasses first.
+_DRF_CODES: list[tuple[type[Exception], str, str]] = [
+    (drf_exceptions.NotAuthenticated, "not_authenticated", "Authentication required"),
+    (drf_exceptions.AuthenticationFailed, "authentication_failed", "Invalid API key"),
+    (drf_exceptions.PermissionDenied, "permission_denied", "Permission denied"),
+    (drf_exceptions.NotFound, "not_found", "Not found"),
+    (drf_exceptions.MethodNotAllowed, "method_not_allowed", "Method not allowed"),
+    (drf_exceptions.NotAcceptable, "not_acceptable", "Not acceptable"),
+    (drf_exceptions.UnsupportedMediaType, "unsupported_media_type", "Unsupported media type"),
+    (drf_exceptions.Throttled, "rate_limited", "Too many requests"),
+    (drf_exceptions.ParseError, "malformed_request", "Malformed request body"),
+    (drf_exceptions.ValidationError, "validation_error", "The request is not valid"),
+]
+
+
+def flatten_validation_errors(detail: Any, prefix: str = "") -> list[dict[str, str]]:
+    """DRF's nested error dicts/lists -> [{"field": "items[0].quantity", "message": ...}]."""
+    errors: list[dict[str, str]] = []
+    if isinstance(detail, dict):
+        for key, value in detail.items():
+            name = "" if key == "non_field_errors" else str(key)
+            path = f"{prefix}.{name}" if prefix and name else (prefix or name)
+            errors.extend(flatten_validation_errors(value, path))
+    elif isinstance(detail, list):
+        if all(not isinstance(item, (dict, list)) for item in detail):
+            errors.extend({"field": prefix, "message": str(item)} for item in detail)
+        else:
+            for index, item in enumerate(detail):
+                if item in ({}, []):
+                    continue
+                errors.extend(flatten_validation_errors(item, f"{prefix}[{index}]"))
+    else:
+        errors.append({"field": prefix, "message": str(detail)})
+    return errors
+
+
+def _drf_problem(exc: drf_exceptions.APIException) -> tuple[dict[str, Any], dict[str, str]]:
+    code, title = "error", "Error"
+    for exc_class, exc_code, exc_title in _DRF_CODES:
+        if isinstance(exc, exc_class):
+            code, title = exc_code, exc_title
+            break
+    headers: dict[str, str] = {}
+    extra: dict[str, Any] = {}
+    if isinstance(exc, drf_exceptions.ValidationError):
+        extra["errors"] = flatten_validation_errors(exc.detail)
+        detail = "See `errors` for the fields that need attention."
+    else:
+        detail = str(exc.detail) if not isinstance(exc.detail, (dict, list)) else title
+    if isinstance(exc, drf_exceptions.Throttled) and exc.wait is not None:
+        headers["Retry-After"] = str(max(1, int(exc.wait + 0.999)))
+    body = problem_body(status=exc.status_code, code=code, title=title, detail=detail, **extra)
+    return body, headers
+
+
+def problem_exception_handler(exc: Exception, context: dict[str, Any]) -> Response | None:
+    """DRF's EXCEPTION_HANDLER: the one place that turns exceptions into problem+json."""
+    headers: dict[str, str] = {}
+    if isinstance(exc, DomainError):
+        body = problem_body(
+            status=exc.status, code=exc.code, title=exc.title, detail=exc.detail, **exc.extra
+        )
+        headers.update(getattr(exc, "headers", {}) or {})
+    elif isinstance(exc, Http404):
+        body = problem_body(status=404, code="not_found", title="Not found")
+    elif isinstance(exc, PermissionDenied):
+        body = problem_body(status=403, code="permission_denied", title="Permission denied")
+    elif isinstance(exc, RequestDataTooBig):
+        body = _too_large_body()
+    elif isinstance(exc, drf_exceptions.APIException):
+        body, headers = _drf_problem(exc)
+        if isinstance(exc, drf_exceptions.NotAuthenticated | drf_exceptions.AuthenticationFailed):
+            headers["WWW-Authenticate"] = 'ApiKey header="X-API-Key"'
+    else:
+        return None  # unhandled: ProblemMiddleware logs it and answers 500
+    response = Response(body, status=body["status"], headers=headers)
+    response.content_type = PROBLEM_CONTENT_TYPE
+    return response
+
+
+def _too_large_body() -> dict[str, Any]:
+    return problem_body(**_TOO_LARGE_FIELDS, detail=_too_large_detail())
+
+
+_TOO_LARGE_FIELDS: dict[str, Any] = {
+    "status": 413, "code": "payload_too_large", "title": "Request body too large"
+}
+
+
+def _too_large_detail() -> str:
+    return f"Request bodies are limited to {settings.MAX_REQUEST_BODY_BYTES} bytes."
+
+
+def too_large_response() -> HttpResponse:
+    return problem_response(**_TOO_LARGE_FIELDS, detail=_too_large_detail())
+
+
+def internal_error_response() -> HttpResponse:
+    return problem_response(
+        status=500,
+        code="internal_error",
+        title="Internal server error",
+        detail="Something went wrong on our side; the request changed nothing. Retry later.",
+    )
+
+
+class ProblemMiddleware:
+    """Last line of the error contract for everything outside DRF's exception handler."""
+
+    def __init__(self, get_response):
+        self.get_response = get_response
+
+    def __call__(self, request: HttpRequest) -> HttpResponse:
+        if self._declared_body_too_large(request):
+            return too_large_response()
+        response = self.get_response(request)
+        if self._needs_rewrite(request, response):
+            return self._rewrite(response)
+        return response
+
+    def process_exception(self, request: HttpRequest, exception: Exception) -> HttpResponse | None:
+        if request.path.startswith(HTML_PREFIXES) and settings.DEBUG:
+            return None
+        if isinstance(exception, Http404):
+            return problem_response(status=404, code="not_found", title="Not found")
+        if isinstance(exception, PermissionDenied):
+            return problem_response(status=403, code="permission_denied", title="Permission denied")
+        if isinstance(exception, RequestDataTooBig):
+            return too_large_response()
+        if isinstance(exception, SuspiciousOperation):
+            return problem_response(status=400, code="bad_request", title="Bad request")
+        logger.exception("unhandled exception", extra={"path": request.path})
+        return internal_error_response()
+
+    @staticmethod
+    def _declared_body_too_large(request: HttpRequest) -> bool:
+        try:
+            length = int(request.META.get("CONTENT_LENGTH") or 0)
+        except ValueError:
+            return False
+        return length > settings.MAX_REQUEST_BODY_BYTES
+
+    @staticmethod
+    def _needs_rewrite(request: HttpRequest, response: HttpResponse) -> bool:
+        if response.status_code < 400 or request.path.startswith(HTML_PREFIXES):
+            return False
+        content_type = response.get("Content-Type", "")
+        return not content_type.startswith(PROBLEM_CONTENT_TYPE)
+
+    @staticmethod
+    def _rewrite(response: HttpResponse) -> HttpResponse:
+        status = response.status_code
+        codes = {
+            400: "bad_request",
+            401: "not_authenticated",
+            403: "permission_denied",
+            404: "not_found",
+            405: "method_not_allowed",
+            413: "payload_too_large",
+            415: "unsupported_media_type",
+            429: "rate_limited",
+        }
+        code = codes.get(status, "internal_error" if status >= 500 else "error")
+        rewritten = problem_response(status=status, code=code)
+        for header in ("Allow", "Retry-After", "WWW-Authenticate", "X-Request-ID"):
+            if header in response:
+                rewritten[header] = response[header]
+        return rewritten
+
+
+def handler400(request, exception=None):
+    return problem_response(status=400, code="bad_request")
+
+
+def handler403(request, exception=None):
+    return problem_response(status=403, code="permission_denied", title="Permission denied")
+
+
+def handler404(request, exception=None):
+    return problem_response(status=404, code="not_found", title="Not found")
+
+
+def handler500(request):
+    return internal_error_response()

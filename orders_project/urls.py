@@ -1,0 +1,22 @@
+from django.contrib import admin
+from django.urls import include, path
+from drf_spectacular.views import SpectacularAPIView, SpectacularRedocView, SpectacularSwaggerView
+
+from orders_project.common.health import healthz, readyz
+from orders_project.common.metrics import metrics_view
+
+urlpatterns = [
+    path("admin/", admin.site.urls),
+    path("api/v1/", include("catalog.api.urls")),
+    path("api/schema/", SpectacularAPIView.as_view(), name="schema"),
+    path("api/docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="swagger-ui"),
+    path("api/redoc/", SpectacularRedocView.as_view(url_name="schema"), name="redoc"),
+    path("healthz", healthz, name="healthz"),
+    path("readyz", readyz, name="readyz"),
+    path("metrics", metrics_view, name="metrics"),
+]
+
+handler400 = "orders_project.common.problems.handler400"
+handler403 = "orders_project.common.problems.handler403"
+handler404 = "orders_project.common.problems.handler404"
+handler500 = "orders_project.common.problems.handler500"

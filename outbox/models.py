@@ -1,0 +1,1 @@
+"""Tables of the outbox app (added by the issue that builds it)."""

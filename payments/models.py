@@ -1,0 +1,1 @@
+"""Tables of the payments app (added by the issue that builds it)."""
