@@ -22,3 +22,13 @@ def api_client_revoke(*, client_id) -> int:
         return ApiClient.objects.filter(pk=client_id, is_active=True).update(
             is_active=False, revoked_at=timezone.now(), updated_at=timezone.now()
         )
+
+
+def api_client_rotate_key(*, client_id) -> str:
+    """Give a client a new key (the old one stops working at once); returns the new key."""
+    key, prefix = api_key_generate()
+    ApiClient.objects.filter(pk=client_id).update(
+        key_prefix=prefix, key_hash=api_key_hash(key), is_active=True, revoked_at=None,
+        updated_at=timezone.now(),
+    )
+    return key

@@ -11,7 +11,7 @@ from django.core.management.base import BaseCommand
 
 from catalog.models import Product
 from orders.models import ApiClient
-from orders.services import api_client_create, api_client_revoke
+from orders.services import api_client_create, api_client_rotate_key
 
 DEMO_PRODUCTS = [
     ("MUG-001", "Enamel mug", "12.50", 40),
@@ -52,10 +52,11 @@ class Command(BaseCommand):
         user.set_password(staff_password)
         user.save()
         # A fresh key every run: the old one cannot be printed again (only its hash is kept).
-        for old in ApiClient.objects.filter(name=DEMO_CLIENT_NAME):
-            api_client_revoke(client_id=old.pk)
-            old.delete()
-        _, key = api_client_create(name=DEMO_CLIENT_NAME)
+        existing = ApiClient.objects.filter(name=DEMO_CLIENT_NAME).first()
+        if existing is None:
+            _, key = api_client_create(name=DEMO_CLIENT_NAME)
+        else:
+            key = api_client_rotate_key(client_id=existing.pk)
         self.stdout.write(f"Products:     {Product.objects.count()}")
         self.stdout.write(f"Staff login:  {DEMO_STAFF_USERNAME} / {staff_password}")
         self.stdout.write(f"API key:      {key}")
