@@ -13,3 +13,29 @@ class StockAdjustmentInvalid(DomainError):
     status = 409
     code = "stock_adjustment_invalid"
     title = "The stock adjustment would make stock negative"
+
+
+class ProductUnavailable(DomainError):
+    status = 422
+    code = "product_unavailable"
+    title = "Some products are unknown or not for sale"
+
+    def __init__(self, product_ids: list[str]) -> None:
+        super().__init__(
+            "These products are unknown or inactive: " + ", ".join(product_ids),
+            product_ids=product_ids,
+        )
+
+
+class InsufficientStock(DomainError):
+    status = 409
+    code = "insufficient_stock"
+    title = "Not enough stock"
+
+    def __init__(self, shortages: list[dict]) -> None:
+        # shortages: [{"product_id": str, "requested": int, "available": int}]
+        super().__init__(
+            "Not enough stock for: "
+            + ", ".join(f"{s['product_id']} ({s['available']} available)" for s in shortages),
+            products=shortages,
+        )

@@ -1,12 +1,37 @@
-"""Writes of the orders app."""
+"""Writes of the orders app: API clients, order creation and the status state machine."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import timedelta
+from decimal import Decimal
+from uuid import UUID
+
+from django.conf import settings
 from django.db import transaction
+from django.db.models import F
 from django.utils import timezone
 
+from catalog.errors import InsufficientStock
+from catalog.services import stock_release, stock_reserve
+from orders import metrics
 from orders.api_keys import api_key_generate, api_key_hash
-from orders.models import ApiClient
+from orders.errors import OrderNotCancellable
+from orders.events import order_cancelled_event, order_created_event, order_paid_event
+from orders.locks import lock_order
+from orders.models import (
+    ALLOWED_TRANSITIONS,
+    ApiClient,
+    CancelReason,
+    Order,
+    OrderItem,
+    OrderStatus,
+)
+from orders_project.common.problems import ValidationFailed
+from outbox.services import outbox_enqueue
+
+# --- API clients -------------------------------------------------------------------------
 
 
 def api_client_create(*, name: str) -> tuple[ApiClient, str]:
@@ -28,7 +53,171 @@ def api_client_rotate_key(*, client_id) -> str:
     """Give a client a new key (the old one stops working at once); returns the new key."""
     key, prefix = api_key_generate()
     ApiClient.objects.filter(pk=client_id).update(
-        key_prefix=prefix, key_hash=api_key_hash(key), is_active=True, revoked_at=None,
+        key_prefix=prefix,
+        key_hash=api_key_hash(key),
+        is_active=True,
+        revoked_at=None,
         updated_at=timezone.now(),
     )
     return key
+
+
+# --- Orders ------------------------------------------------------------------------------
+
+
+# The largest amount Order.total / OrderItem.line_total (NUMERIC(12,2)) can store.
+MAX_ORDER_TOTAL = Decimal("9999999999.99")
+
+
+@dataclass(frozen=True)
+class OrderLine:
+    product_id: UUID
+    quantity: int
+
+
+def order_create(*, client: ApiClient, email: str, lines: Sequence[OrderLine]) -> Order:
+    """Reserve stock for every line and create the order with price snapshots, atomically.
+
+    Raises ProductUnavailable or InsufficientStock with nothing reserved. The caller has
+    validated the lines (1–50, quantities 1–1000, each product once).
+    """
+    quantities = {line.product_id: line.quantity for line in lines}
+    with transaction.atomic():
+        try:
+            products = stock_reserve(quantities=quantities)
+        except InsufficientStock:
+            metrics.STOCK_CONFLICTS.inc()
+            raise
+        now = timezone.now()
+        items = [
+            OrderItem(
+                product_id=product_id,
+                sku=products[product_id].sku,
+                name=products[product_id].name,
+                unit_price=products[product_id].price,
+                quantity=quantity,
+                line_total=products[product_id].price * quantity,
+            )
+            for product_id, quantity in quantities.items()
+        ]
+        total = sum((item.line_total for item in items), Decimal("0.00"))
+        if total > MAX_ORDER_TOTAL:
+            # Every field was valid, but NUMERIC(12,2) cannot hold the sum: refuse it as bad
+            # input (rolling back the reservation) instead of failing the INSERT with a 500.
+            message = f"The order total may not exceed {MAX_ORDER_TOTAL}."
+            raise ValidationFailed([{"field": "items", "message": message}])
+        order = Order.objects.create(
+            client=client,
+            email=email,
+            status=OrderStatus.PENDING_PAYMENT,
+            total=total,
+            currency=settings.SHOP_CURRENCY,
+            expires_at=now + timedelta(seconds=settings.ORDER_PAYMENT_TIMEOUT),
+            event_version=1,
+        )
+        for item in items:
+            item.order = order
+        OrderItem.objects.bulk_create(items)
+        outbox_enqueue(event=order_created_event(order=order, items=items))
+    return order
+
+
+def order_cancel(*, order_id: UUID, reason: CancelReason, client: ApiClient | None = None) -> Order:
+    """Cancel a pending order and give its units back; idempotent for cancelled orders.
+
+    With `client`, only that client's order is found. Raises OrderNotFound or
+    OrderNotCancellable (paid).
+    """
+    with transaction.atomic():
+        order = lock_order(order_id=order_id, client=client)
+        if order.status == OrderStatus.CANCELLED:
+            return order
+        if order.status != OrderStatus.PENDING_PAYMENT:
+            raise OrderNotCancellable(order.status)
+        order = _order_transition(order=order, to=OrderStatus.CANCELLED, reason=reason)
+        stock_release(quantities={item.product_id: item.quantity for item in order.items.all()})
+        outbox_enqueue(event=order_cancelled_event(order=order))
+    return order
+
+
+def order_mark_paid(*, order_id: UUID) -> Order:
+    """Move a pending order to `paid`. Raises OrderNotCancellable-style conflicts as
+    `InvalidTransition` when the order is no longer pending (e.g. cancelled meanwhile)."""
+    with transaction.atomic():
+        order = lock_order(order_id=order_id)
+        if order.status == OrderStatus.PAID:
+            return order
+        order = _order_transition(order=order, to=OrderStatus.PAID)
+        outbox_enqueue(event=order_paid_event(order=order))
+    return order
+
+
+class InvalidTransition(Exception):
+    def __init__(self, order_id: UUID, current: str, target: str) -> None:
+        super().__init__(f"order {order_id}: {current} -> {target} is not allowed")
+        self.current = current
+        self.target = target
+
+
+def _order_transition(
+    *, order: Order, to: OrderStatus, reason: CancelReason | None = None
+) -> Order:
+    """The one place an order's status changes: a conditional UPDATE on the expected status.
+
+    The row count decides who won a race; the event version is bumped in the same UPDATE,
+    so it is assigned under the order's row lock. Returns the order as stored.
+    """
+    if to not in ALLOWED_TRANSITIONS[order.status]:
+        raise InvalidTransition(order.pk, order.status, to)
+    now = timezone.now()
+    changes: dict = {"status": to, "updated_at": now, "event_version": F("event_version") + 1}
+    if to == OrderStatus.CANCELLED:
+        changes.update(cancel_reason=reason, cancelled_at=now)
+    elif to == OrderStatus.PAID:
+        changes.update(paid_at=now)
+    won = Order.objects.filter(pk=order.pk, status=order.status).update(**changes)
+    if won != 1:
+        current = Order.objects.filter(pk=order.pk).values_list("status", flat=True).first()
+        raise InvalidTransition(order.pk, current or "missing", to)
+    metrics.ORDER_TRANSITIONS.labels(from_status=order.status, to_status=to).inc()
+    order.refresh_from_db()
+    return order
+
+
+def order_payment_summary_set(
+    *, order_id: UUID, payment_status: str | None = None, provider_payment_id: str | None = None
+) -> None:
+    """Keep the order's payment summary (shown by the API) in step with the payment saga.
+
+    Called by payments inside its own transactions, after it has locked the order.
+    """
+    changes: dict = {}
+    if payment_status is not None:
+        changes["payment_status"] = payment_status
+    if provider_payment_id:
+        changes["provider_payment_id"] = provider_payment_id
+    if changes:
+        Order.objects.filter(pk=order_id).update(**changes)
+
+
+def order_expire_overdue(*, limit: int = 200) -> int:
+    """Cancel pending orders whose payment deadline passed (`payment_expired`).
+
+    Each order is cancelled in its own transaction through order_cancel, whose locked
+    status check makes a concurrent payment win or lose cleanly. Returns how many expired.
+    """
+    overdue = list(
+        Order.objects.filter(
+            status=OrderStatus.PENDING_PAYMENT, expires_at__lt=timezone.now()
+        ).values_list("pk", flat=True)[:limit]
+    )
+    expired = 0
+    for order_id in overdue:
+        try:
+            order = order_cancel(order_id=order_id, reason=CancelReason.PAYMENT_EXPIRED)
+        except OrderNotCancellable:
+            continue  # paid just in time
+        if order.cancel_reason == CancelReason.PAYMENT_EXPIRED:
+            expired += 1
+            metrics.ORDERS_EXPIRED.inc()
+    return expired

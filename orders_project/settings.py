@@ -6,6 +6,7 @@ Every setting has a safe local default so that `make run` works on a laptop; pro
 
 from __future__ import annotations
 
+import contextlib
 import os
 from pathlib import Path
 
@@ -52,6 +53,7 @@ MIDDLEWARE = [
     "orders_project.common.request_id.RequestIdMiddleware",
     "django_prometheus.middleware.PrometheusBeforeMiddleware",
     "orders_project.common.problems.ProblemMiddleware",
+    "orders_project.common.ratelimit.RateLimitHeadersMiddleware",
     "django.middleware.security.SecurityMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
@@ -123,8 +125,11 @@ STORAGES = {
     "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
     "staticfiles": {"BACKEND": "whitenoise.storage.CompressedStaticFilesStorage"},
 }
-# Serve straight from the finders when collectstatic has not run (tests, first start).
+# Serve straight from the finders when collectstatic has not run (tests, first start);
+# an empty STATIC_ROOT keeps whitenoise from warning about it on every start.
 WHITENOISE_USE_FINDERS = True
+with contextlib.suppress(OSError):
+    STATIC_ROOT.mkdir(exist_ok=True)
 
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
@@ -134,9 +139,19 @@ DATA_UPLOAD_MAX_MEMORY_SIZE = MAX_REQUEST_BODY_BYTES
 
 SHOP_CURRENCY = os.environ.get("SHOP_CURRENCY", "USD")
 
+# Orders (SPEC §2-§3).
+ORDER_PAYMENT_TIMEOUT = env_int("ORDER_PAYMENT_TIMEOUT", 15 * 60)  # seconds
+IDEMPOTENCY_KEY_TTL = env_int("IDEMPOTENCY_KEY_TTL", 24 * 3600)  # seconds, at least
+# How long a claimed key stays "in use" if its request dies without releasing it.
+IDEMPOTENCY_LEASE_SECONDS = env_int("IDEMPOTENCY_LEASE_SECONDS", 30)
+ORDER_RATE_LIMIT = os.environ.get("ORDER_RATE_LIMIT", "5/60s")
+API_RATE_LIMIT = os.environ.get("API_RATE_LIMIT", "600/60s")
+RATE_LIMIT_KEY_PREFIX = os.environ.get("RATE_LIMIT_KEY_PREFIX", "orders:rl")
+
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": ["orders_project.common.auth.ApiKeyAuthentication"],
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.AllowAny"],
+    "DEFAULT_THROTTLE_CLASSES": ["orders_project.common.ratelimit.ApiRateThrottle"],
     "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
     "DEFAULT_PARSER_CLASSES": ["rest_framework.parsers.JSONParser"],
     "EXCEPTION_HANDLER": "orders_project.common.problems.problem_exception_handler",
@@ -156,9 +171,46 @@ SPECTACULAR_SETTINGS = {
     "COMPONENT_SPLIT_REQUEST": True,
 }
 
+# Payments (SPEC §5).
+PAYMENT_PROVIDER_URL = os.environ.get("PAYMENT_PROVIDER_URL", "http://127.0.0.1:8100")
+PAYMENT_PROVIDER_TIMEOUT = float(os.environ.get("PAYMENT_PROVIDER_TIMEOUT", "5"))
+PAYMENT_WEBHOOK_URL = os.environ.get(
+    "PAYMENT_WEBHOOK_URL", "http://127.0.0.1:8000/api/v1/payments/webhook/"
+)
+# Comma-separated whsec_<base64> secrets; several during a rotation (first = current).
+DEFAULT_PAYMENT_WEBHOOK_SECRET = "whsec_ZGV2LW9ubHktd2ViaG9vay1zZWNyZXQtY2hhbmdlLW1l"  # noqa: S105
+PAYMENT_WEBHOOK_SECRETS = env_list("PAYMENT_WEBHOOK_SECRETS", [DEFAULT_PAYMENT_WEBHOOK_SECRET])
+PAYMENT_WEBHOOK_TOLERANCE = env_int("PAYMENT_WEBHOOK_TOLERANCE", 300)  # seconds, both ways
+PAYMENT_WEBHOOK_MAX_BYTES = env_int("PAYMENT_WEBHOOK_MAX_BYTES", 64 * 1024)
+# Backoff (seconds) between attempts of a saga step that failed for technical reasons;
+# the last value repeats: a provider outage never cancels an order by itself.
+PAYMENT_RETRY_BACKOFF = [
+    int(x) for x in os.environ.get("PAYMENT_RETRY_BACKOFF", "1,2,4,8,16,30").split(",")
+]
+PAYMENT_STEP_LEASE_SECONDS = env_int("PAYMENT_STEP_LEASE_SECONDS", 30)
+PAYMENT_NUDGE_ON_COMMIT = env_bool("PAYMENT_NUDGE_ON_COMMIT", True)
+
+# Outbox relay (SPEC §4).
+EVENT_STREAM = os.environ.get("EVENT_STREAM", "orders.events")
+EVENT_STREAM_REDIS_URL = os.environ.get("EVENT_STREAM_REDIS_URL", REDIS_URL)
+EVENT_STREAM_MAXLEN = env_int("EVENT_STREAM_MAXLEN", 1_000_000)  # approximate trimming
+EVENT_STREAM_SOCKET_TIMEOUT = float(os.environ.get("EVENT_STREAM_SOCKET_TIMEOUT", "2"))
+OUTBOX_BATCH_SIZE = env_int("OUTBOX_BATCH_SIZE", 200)
+OUTBOX_LEASE_SECONDS = env_int("OUTBOX_LEASE_SECONDS", 60)
+OUTBOX_BACKOFF = [int(x) for x in os.environ.get("OUTBOX_BACKOFF", "1,2,4,8,16").split(",")]
+OUTBOX_BREAKER_COOLDOWN = float(os.environ.get("OUTBOX_BREAKER_COOLDOWN", "2"))
+OUTBOX_DEDUPE_TTL = env_int("OUTBOX_DEDUPE_TTL", 7 * 24 * 3600)
+OUTBOX_MAX_EVENT_BYTES = env_int("OUTBOX_MAX_EVENT_BYTES", 256 * 1024)
+OUTBOX_RETENTION = env_int("OUTBOX_RETENTION", 7 * 24 * 3600)  # seconds
+OUTBOX_RELAY_INTERVAL = float(os.environ.get("OUTBOX_RELAY_INTERVAL", "1"))
+OUTBOX_RELAY_TIME_BUDGET = float(os.environ.get("OUTBOX_RELAY_TIME_BUDGET", "10"))
+OUTBOX_NUDGE_ON_COMMIT = env_bool("OUTBOX_NUDGE_ON_COMMIT", True)
+OUTBOX_NUDGE_MIN_INTERVAL = float(os.environ.get("OUTBOX_NUDGE_MIN_INTERVAL", "0.05"))
+
 # Celery: Redis is the broker; tasks arrive in later issues.
 CELERY_BROKER_URL = os.environ.get("CELERY_BROKER_URL", REDIS_URL)
 CELERY_RESULT_BACKEND = None
+CELERY_TASK_DEFAULT_QUEUE = os.environ.get("CELERY_QUEUE", "orders")
 CELERY_TASK_ACKS_LATE = True
 CELERY_TASK_REJECT_ON_WORKER_LOST = True
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1
@@ -169,7 +221,36 @@ CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 CELERY_BEAT_SCHEDULER = "redbeat.RedBeatScheduler"
 CELERY_REDBEAT_REDIS_URL = CELERY_BROKER_URL
 CELERY_REDBEAT_KEY_PREFIX = os.environ.get("REDBEAT_KEY_PREFIX", "orders:redbeat")
-CELERY_BEAT_SCHEDULE: dict[str, dict] = {}
+CELERY_BEAT_SCHEDULE: dict[str, dict] = {
+    "relay-outbox": {
+        "task": "outbox.tasks.relay_outbox",
+        "schedule": OUTBOX_RELAY_INTERVAL,
+        "options": {"expires": OUTBOX_RELAY_INTERVAL * 5},
+    },
+    "run-payment-steps": {
+        "task": "payments.tasks.run_payment_steps",
+        "schedule": 1.0,
+        "options": {"expires": 5},
+    },
+    "retry-waiting-webhooks": {
+        "task": "payments.tasks.retry_waiting_webhooks",
+        "schedule": 5.0,
+        "options": {"expires": 10},
+    },
+    "expire-overdue-orders": {
+        "task": "orders.tasks.expire_overdue_orders",
+        "schedule": env_int("ORDER_EXPIRY_INTERVAL", 5),
+        "options": {"expires": 10},
+    },
+    "purge-published-outbox-events": {
+        "task": "outbox.tasks.purge_published_outbox_events",
+        "schedule": 3600,
+    },
+    "purge-expired-idempotency-records": {
+        "task": "orders.tasks.purge_expired_idempotency_records",
+        "schedule": env_int("IDEMPOTENCY_PURGE_INTERVAL", 3600),
+    },
+}
 CELERY_WORKER_HIJACK_ROOT_LOGGER = False
 
 LOG_LEVEL = os.environ.get("LOG_LEVEL", "INFO")

@@ -3,9 +3,27 @@
 from __future__ import annotations
 
 import pytest
+import redis
+from django.conf import settings
 from rest_framework.test import APIClient
 
 from tests.factories import make_api_client
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _forget_redis_keys_of_this_run():
+    """Streams, dedupe keys and counters of this test run are removed when it ends."""
+    yield
+    prefix = settings.EVENT_STREAM.rsplit(":", 1)[0]
+    client = redis.Redis.from_url(settings.REDIS_URL)
+    try:
+        keys = list(client.scan_iter(match=f"{prefix}*", count=1000))
+        for start in range(0, len(keys), 500):
+            client.delete(*keys[start : start + 500])
+    except redis.RedisError:
+        pass  # a test that stopped Redis on purpose is not a reason to fail the run
+    finally:
+        client.close()
 
 
 @pytest.fixture

@@ -10,8 +10,16 @@ class ProductOutputSerializer(serializers.ModelSerializer):
     class Meta:
         model = Product
         fields = [
-            "id", "sku", "name", "description", "price", "currency", "stock", "is_active",
-            "created_at", "updated_at",
+            "id",
+            "sku",
+            "name",
+            "description",
+            "price",
+            "currency",
+            "stock",
+            "is_active",
+            "created_at",
+            "updated_at",
         ]
         read_only_fields = fields
 

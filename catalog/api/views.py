@@ -3,19 +3,35 @@
 from django.http import Http404
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, extend_schema
+from rest_framework import serializers
 from rest_framework.generics import ListAPIView, RetrieveAPIView
 
 from catalog.api.serializers import ProductOutputSerializer
 from catalog.selectors import product_get_active, product_list_active
+from orders_project.common.openapi import problem_responses
 from orders_project.common.pagination import CreatedCursorPagination
+
+SEARCH_MAX_LENGTH = 100
+
+
+class ProductFilterSerializer(serializers.Serializer):
+    # CharField refuses NUL characters, which PostgreSQL cannot compare (a 500 otherwise).
+    search = serializers.CharField(
+        required=False, allow_blank=True, max_length=SEARCH_MAX_LENGTH, trim_whitespace=True
+    )
 
 
 @extend_schema(
     tags=["products"],
     parameters=[
-        OpenApiParameter("search", OpenApiTypes.STR, description="Substring of name or sku."),
+        OpenApiParameter(
+            "search",
+            OpenApiTypes.STR,
+            description=f"Case-insensitive substring of name or sku (≤ {SEARCH_MAX_LENGTH}).",
+        ),
         OpenApiParameter("page_size", OpenApiTypes.INT, description="1–100, default 20."),
     ],
+    responses={200: ProductOutputSerializer(many=True), **problem_responses(400)},
 )
 class ProductListView(ListAPIView):
     serializer_class = ProductOutputSerializer
@@ -23,10 +39,15 @@ class ProductListView(ListAPIView):
     authentication_classes: list = []
 
     def get_queryset(self):
-        return product_list_active(search=self.request.query_params.get("search") or None)
+        filters = ProductFilterSerializer(data=self.request.query_params)
+        filters.is_valid(raise_exception=True)
+        return product_list_active(search=filters.validated_data.get("search") or None)
 
 
-@extend_schema(tags=["products"])
+@extend_schema(
+    tags=["products"],
+    responses={200: ProductOutputSerializer, **problem_responses(404)},
+)
 class ProductDetailView(RetrieveAPIView):
     serializer_class = ProductOutputSerializer
     authentication_classes: list = []

@@ -7,7 +7,6 @@ import simple_history.models
 import uuid
 from decimal import Decimal
 from django.conf import settings
-from django.contrib.postgres.operations import TrigramExtension
 from django.db import migrations, models
 
 
@@ -20,8 +19,6 @@ class Migration(migrations.Migration):
     ]
 
     operations = [
-        # pg_trgm backs the GIN indexes that serve ?search= substring matches.
-        TrigramExtension(),
         migrations.CreateModel(
             name='HistoricalProduct',
             fields=[
@@ -62,7 +59,7 @@ class Migration(migrations.Migration):
             ],
             options={
                 'ordering': ['name'],
-                'indexes': [models.Index(fields=['created_at', 'id'], name='product_created_id_idx'), django.contrib.postgres.indexes.GinIndex(django.contrib.postgres.indexes.OpClass(django.db.models.functions.text.Upper('name'), name='gin_trgm_ops'), name='product_name_trgm'), django.contrib.postgres.indexes.GinIndex(django.contrib.postgres.indexes.OpClass(django.db.models.functions.text.Upper('sku'), name='gin_trgm_ops'), name='product_sku_trgm')],
+                'indexes': [models.Index(fields=['created_at', 'id'], name='product_created_id_idx')],
                 'constraints': [models.CheckConstraint(condition=models.Q(('stock__gte', 0)), name='product_stock_non_negative'), models.CheckConstraint(condition=models.Q(('price__gt', Decimal('0'))), name='product_price_positive')],
             },
         ),

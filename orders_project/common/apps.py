@@ -6,3 +6,7 @@ class CommonConfig(AppConfig):
 
     name = "orders_project.common"
     label = "common"
+
+    def ready(self) -> None:
+        # Registers the X-API-Key security scheme with drf-spectacular.
+        from orders_project.common import openapi  # noqa: F401

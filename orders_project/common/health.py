@@ -7,12 +7,12 @@ from django.conf import settings
 from django.db import DEFAULT_DB_ALIAS, connections
 from django.db.migrations.executor import MigrationExecutor
 from django.http import HttpRequest, JsonResponse
-from django.views.decorators.http import require_GET
+from django.views.decorators.http import require_safe
 
 from orders_project.common.problems import problem_response
 
 
-@require_GET
+@require_safe  # GET and HEAD: probes and uptime checkers use either
 def healthz(request: HttpRequest) -> JsonResponse:
     return JsonResponse({"status": "ok"})
 
@@ -52,7 +52,7 @@ def _check_redis() -> str | None:
     return None
 
 
-@require_GET
+@require_safe
 def readyz(request: HttpRequest):
     checks = {"database": _check_database(), "redis": _check_redis()}
     checks["migrations"] = _check_migrations() if checks["database"] is None else "unknown"

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from django.core.exceptions import FieldDoesNotExist
+from django.core.exceptions import ValidationError as DjangoValidationError
 from rest_framework.exceptions import ValidationError
 from rest_framework.pagination import CursorPagination
 
@@ -17,19 +19,49 @@ class StrictCursorPagination(CursorPagination):
         raw = request.query_params.get(self.page_size_query_param)
         if raw is None:
             return self.page_size
-        if not raw.isdigit() or not 1 <= int(raw) <= self.max_page_size:
+        # isdigit() alone accepts "²", which int() then rejects with a 500.
+        if not (raw.isascii() and raw.isdigit()) or not 1 <= int(raw) <= self.max_page_size:
             raise ValidationError(
                 {"page_size": [f"Must be an integer from 1 to {self.max_page_size}."]}
             )
         return int(raw)
 
+    def paginate_queryset(self, queryset, request, view=None):
+        self._model = queryset.model  # decode_cursor needs it to check the position
+        return super().paginate_queryset(queryset, request, view)
+
     def decode_cursor(self, request):
         try:
-            return super().decode_cursor(request)
+            cursor = super().decode_cursor(request)
         except Exception as exc:  # DRF answers 404 for a bad cursor; it is bad input.
             if request.query_params.get(self.cursor_query_param) is None:
                 raise
-            raise ValidationError({"cursor": ["Invalid cursor."]}) from exc
+            raise _invalid_cursor() from exc
+        if cursor is not None and cursor.position is not None:
+            self._check_position(cursor.position)
+        return cursor
+
+    def _check_position(self, position: str) -> None:
+        """A cursor is client input: a forged position ("p=garbage") must be a 400, not a
+        500 from the ORM when it filters created_at by it."""
+        field_name = self.ordering[0].lstrip("-") if self.ordering else None
+        model = getattr(self, "_model", None)
+        if not field_name or model is None:
+            return
+        try:
+            field = model._meta.get_field(field_name)
+        except FieldDoesNotExist:
+            return
+        try:
+            value = field.to_python(position)
+        except (DjangoValidationError, ValueError, TypeError) as exc:
+            raise _invalid_cursor() from exc
+        if value is None:
+            raise _invalid_cursor()
+
+
+def _invalid_cursor() -> ValidationError:
+    return ValidationError({"cursor": ["Invalid cursor."]})
 
 
 class CreatedCursorPagination(StrictCursorPagination):

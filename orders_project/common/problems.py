@@ -20,6 +20,8 @@ from django.core.exceptions import PermissionDenied, RequestDataTooBig, Suspicio
 from django.http import Http404, HttpRequest, HttpResponse
 from rest_framework import exceptions as drf_exceptions
 from rest_framework.response import Response
+from rest_framework.settings import api_settings
+from rest_framework.views import set_rollback
 
 logger = logging.getLogger(__name__)
 
@@ -49,7 +51,9 @@ class ValidationFailed(DomainError):
     title = "The request is not valid"
 
     def __init__(self, errors: list[dict[str, str]], detail: str | None = None) -> None:
-        super().__init__(detail or "See `errors` for the fields that need attention.", errors=errors)
+        super().__init__(
+            detail or "See `errors` for the fields that need attention.", errors=errors
+        )
 
 
 def problem_body(
@@ -67,18 +71,25 @@ def problem_body(
 
 
 def problem_response(
-    *, status: int, code: str, title: str | None = None, detail: str | None = None,
-    headers: dict[str, str] | None = None, **extra: Any,
+    *,
+    status: int,
+    code: str,
+    title: str | None = None,
+    detail: str | None = None,
+    headers: dict[str, str] | None = None,
+    **extra: Any,
 ) -> HttpResponse:
     """A plain Django response, for code outside DRF (middleware, health views)."""
     body = problem_body(status=status, code=code, title=title, detail=detail, **extra)
     response = HttpResponse(
-        json.dumps(body), status=status, content_type=PROBLEM_CONTENT_TYPE
+        json.dumps(body, separators=(",", ":")), status=status, content_type=PROBLEM_CONTENT_TYPE
     )
     for name, value in (headers or {}).items():
         response[name] = value
     return response
 
+
+_STATUSES = {status.value for status in HTTPStatus}
 
 # DRF exception class -> (code, title). Order matters: subclasses first.
 _DRF_CODES: list[tuple[type[Exception], str, str]] = [
@@ -90,7 +101,8 @@ _DRF_CODES: list[tuple[type[Exception], str, str]] = [
     (drf_exceptions.NotAcceptable, "not_acceptable", "Not acceptable"),
     (drf_exceptions.UnsupportedMediaType, "unsupported_media_type", "Unsupported media type"),
     (drf_exceptions.Throttled, "rate_limited", "Too many requests"),
-    (drf_exceptions.ParseError, "malformed_request", "Malformed request body"),
+    # A body that is not JSON fails "the body is a JSON object" (SPEC §3): validation_error.
+    (drf_exceptions.ParseError, "validation_error", "The request body is not valid JSON"),
     (drf_exceptions.ValidationError, "validation_error", "The request is not valid"),
 ]
 
@@ -100,7 +112,13 @@ def flatten_validation_errors(detail: Any, prefix: str = "") -> list[dict[str, s
     errors: list[dict[str, str]] = []
     if isinstance(detail, dict):
         for key, value in detail.items():
-            name = "" if key == "non_field_errors" else str(key)
+            if isinstance(key, int):
+                # ListField / ListSerializer child errors come keyed by position.
+                errors.extend(flatten_validation_errors(value, f"{prefix}[{key}]"))
+                continue
+            name = (
+                "" if key in ("non_field_errors", api_settings.NON_FIELD_ERRORS_KEY) else str(key)
+            )
             path = f"{prefix}.{name}" if prefix and name else (prefix or name)
             errors.extend(flatten_validation_errors(value, path))
     elif isinstance(detail, list):
@@ -117,7 +135,9 @@ def flatten_validation_errors(detail: Any, prefix: str = "") -> list[dict[str, s
 
 
 def _drf_problem(exc: drf_exceptions.APIException) -> tuple[dict[str, Any], dict[str, str]]:
-    code, title = "error", "Error"
+    # An APIException we have no entry for keeps its own stable default_code.
+    code = str(getattr(exc, "default_code", "") or "error")
+    title = HTTPStatus(exc.status_code).phrase if exc.status_code in _STATUSES else "Error"
     for exc_class, exc_code, exc_title in _DRF_CODES:
         if isinstance(exc, exc_class):
             code, title = exc_code, exc_title
@@ -127,6 +147,9 @@ def _drf_problem(exc: drf_exceptions.APIException) -> tuple[dict[str, Any], dict
     if isinstance(exc, drf_exceptions.ValidationError):
         extra["errors"] = flatten_validation_errors(exc.detail)
         detail = "See `errors` for the fields that need attention."
+    elif isinstance(exc, drf_exceptions.ParseError):
+        extra["errors"] = [{"field": "", "message": str(exc.detail)}]
+        detail = str(exc.detail)
     else:
         detail = str(exc.detail) if not isinstance(exc.detail, (dict, list)) else title
     if isinstance(exc, drf_exceptions.Throttled) and exc.wait is not None:
@@ -151,10 +174,14 @@ def problem_exception_handler(exc: Exception, context: dict[str, Any]) -> Respon
         body = _too_large_body()
     elif isinstance(exc, drf_exceptions.APIException):
         body, headers = _drf_problem(exc)
-        if isinstance(exc, drf_exceptions.NotAuthenticated | drf_exceptions.AuthenticationFailed):
-            headers["WWW-Authenticate"] = 'ApiKey header="X-API-Key"'
+        # APIView sets auth_header from the view's first authenticator (and turns the 401
+        # into a 403 when the view has none), so the challenge always matches the view.
+        auth_header = getattr(exc, "auth_header", None)
+        if auth_header and exc.status_code == 401:
+            headers["WWW-Authenticate"] = auth_header
     else:
         return None  # unhandled: ProblemMiddleware logs it and answers 500
+    set_rollback()  # as DRF's own handler does: an error never commits half a request
     response = Response(body, status=body["status"], headers=headers)
     response.content_type = PROBLEM_CONTENT_TYPE
     return response
@@ -165,7 +192,9 @@ def _too_large_body() -> dict[str, Any]:
 
 
 _TOO_LARGE_FIELDS: dict[str, Any] = {
-    "status": 413, "code": "payload_too_large", "title": "Request body too large"
+    "status": 413,
+    "code": "payload_too_large",
+    "title": "Request body too large",
 }
 
 
@@ -251,6 +280,10 @@ class ProblemMiddleware:
 
 
 def handler400(request, exception=None):
+    # Django routes every SuspiciousOperation here, including a body over
+    # DATA_UPLOAD_MAX_MEMORY_SIZE read outside a view (e.g. by the CSRF middleware).
+    if isinstance(exception, RequestDataTooBig):
+        return too_large_response()
     return problem_response(status=400, code="bad_request")
 
 

@@ -16,7 +16,7 @@ from django.http import HttpRequest, HttpResponse
 
 REQUEST_ID_HEADER = "X-Request-ID"
 # Printable, no spaces, bounded: anything else is replaced so logs cannot be forged.
-_SANE_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:\-]{1,128}$")
+_SANE_REQUEST_ID = re.compile(r"[A-Za-z0-9._:\-]{1,128}")
 
 _request_id: ContextVar[str | None] = ContextVar("request_id", default=None)
 access_logger = logging.getLogger("orders.access")
@@ -40,7 +40,9 @@ def new_request_id() -> str:
 
 
 def sanitize_request_id(raw: str | None) -> str:
-    if raw and _SANE_REQUEST_ID.match(raw):
+    # fullmatch, not match: "$" also matches before a trailing newline, which would let
+    # "abc\n" through into a response header (BadHeaderError) and into the logs.
+    if raw and _SANE_REQUEST_ID.fullmatch(raw):
         return raw
     return new_request_id()
 
@@ -69,6 +71,8 @@ class RequestIdMiddleware:
             access_logger.info(
                 "request",
                 extra={
+                    # Explicit, so handlers without RequestIdLogFilter still get it.
+                    "request_id": request_id,
                     "method": request.method,
                     "path": request.path,
                     "status": response.status_code,

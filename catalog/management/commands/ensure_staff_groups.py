@@ -39,4 +39,5 @@ class Command(BaseCommand):
                     Permission.objects.get(content_type__app_label=app_label, codename=codename)
                 )
             group.permissions.set(permissions)
-            self.stdout.write(f"{group_name}: {len(permissions)} permissions")
+            if options["verbosity"] > 0:
+                self.stdout.write(f"{group_name}: {len(permissions)} permissions")

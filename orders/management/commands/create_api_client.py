@@ -1,7 +1,7 @@
 """`python manage.py create_api_client NAME`: prints the new key once."""
 
 from django.core.management.base import BaseCommand, CommandError
-from django.db import IntegrityError
+from django.db import IntegrityError, transaction
 
 from orders.services import api_client_create
 
@@ -13,9 +13,15 @@ class Command(BaseCommand):
         parser.add_argument("name")
 
     def handle(self, *args, name: str, **options):
+        name = name.strip()
+        if not name:
+            raise CommandError("the API client needs a name")
         try:
-            client, key = api_client_create(name=name)
+            # A savepoint, so a clash leaves a caller's transaction usable.
+            with transaction.atomic():
+                client, key = api_client_create(name=name)
         except IntegrityError as exc:
             raise CommandError(f"an API client named {name!r} already exists") from exc
         self.stderr.write(f"Created API client {client.name} ({client.id}); store this key now:")
+        # The key alone on stdout, so scripts can capture it: `KEY=$(manage.py ...)`.
         self.stdout.write(key)

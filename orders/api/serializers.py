@@ -1,0 +1,104 @@
+"""Input and output shapes of the orders API (SPEC §3)."""
+
+from __future__ import annotations
+
+from drf_spectacular.utils import extend_schema_field
+from rest_framework import serializers
+
+from orders.models import Order, OrderItem, OrderStatus
+
+MAX_LINES = 50
+MAX_QUANTITY = 1000
+
+
+class StrictIntegerField(serializers.IntegerField):
+    """An integer in the JSON sense: "2", 2.0 and true are refused, not coerced."""
+
+    def to_internal_value(self, data):
+        if isinstance(data, bool) or not isinstance(data, int):
+            self.fail("invalid")
+        return super().to_internal_value(data)
+
+
+class OrderLineInputSerializer(serializers.Serializer):
+    product_id = serializers.UUIDField()
+    quantity = StrictIntegerField(min_value=1, max_value=MAX_QUANTITY)
+
+
+class OrderCreateInputSerializer(serializers.Serializer):
+    email = serializers.EmailField(max_length=254)
+    items = OrderLineInputSerializer(many=True, allow_empty=False, max_length=MAX_LINES)
+
+    def validate_items(self, items):
+        seen: set = set()
+        duplicates = []
+        for index, item in enumerate(items):
+            if item["product_id"] in seen:
+                duplicates.append(index)
+            seen.add(item["product_id"])
+        if duplicates:
+            raise serializers.ValidationError(
+                [
+                    {"product_id": ["This product is already listed in another line."]}
+                    if index in duplicates
+                    else {}
+                    for index in range(len(items))
+                ]
+            )
+        return items
+
+
+class OrderListQuerySerializer(serializers.Serializer):
+    status = serializers.ChoiceField(choices=OrderStatus.choices, required=False)
+    email = serializers.EmailField(required=False)
+
+
+class OrderItemOutputSerializer(serializers.ModelSerializer):
+    product_id = serializers.UUIDField()
+
+    class Meta:
+        model = OrderItem
+        fields = ["product_id", "sku", "name", "unit_price", "quantity", "line_total"]
+
+
+class PaymentSummarySerializer(serializers.Serializer):
+    status = serializers.CharField()
+    provider_payment_id = serializers.CharField(allow_null=True)
+
+
+class OrderOutputSerializer(serializers.ModelSerializer):
+    cancel_reason = serializers.SerializerMethodField()
+    items = OrderItemOutputSerializer(many=True)
+    payment = serializers.SerializerMethodField()
+
+    class Meta:
+        model = Order
+        fields = [
+            "id",
+            "status",
+            "cancel_reason",
+            "email",
+            "currency",
+            "total",
+            "items",
+            "payment",
+            "created_at",
+            "updated_at",
+            "paid_at",
+            "cancelled_at",
+            "expires_at",
+        ]
+
+    @extend_schema_field(serializers.CharField(allow_null=True))
+    def get_cancel_reason(self, order: Order) -> str | None:
+        return order.cancel_reason or None
+
+    @extend_schema_field(PaymentSummarySerializer(allow_null=True))
+    def get_payment(self, order: Order) -> dict | None:
+        # Kept in step by the payment saga (orders.services.order_payment_summary_set).
+        if not order.payment_status:
+            return None
+        return {
+            "status": order.payment_status,
+            "provider_payment_id": order.provider_payment_id or None,
+        }

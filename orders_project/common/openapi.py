@@ -1,0 +1,55 @@
+"""OpenAPI pieces shared by every API view: the problem+json schema and the API key scheme.
+
+Imported from CommonConfig.ready() so that drf-spectacular knows the X-API-Key scheme
+(without it, any view using ApiKeyAuthentication makes `spectacular --fail-on-warn` fail).
+"""
+
+from __future__ import annotations
+
+from http import HTTPStatus
+
+from drf_spectacular.extensions import OpenApiAuthenticationExtension
+from drf_spectacular.utils import OpenApiResponse
+from rest_framework import serializers
+
+from orders_project.common.auth import API_KEY_HEADER
+from orders_project.common.problems import PROBLEM_CONTENT_TYPE
+
+
+class ProblemFieldErrorSerializer(serializers.Serializer):
+    field = serializers.CharField(help_text='Path of the field, e.g. "items[0].quantity".')
+    message = serializers.CharField()
+
+
+class ProblemSerializer(serializers.Serializer):
+    """RFC 9457 problem details, as every error of this API is shaped."""
+
+    type = serializers.URLField()
+    title = serializers.CharField()
+    status = serializers.IntegerField()
+    detail = serializers.CharField()
+    code = serializers.CharField(help_text="Stable, machine-readable error code.")
+    errors = ProblemFieldErrorSerializer(
+        many=True, required=False, help_text="Only for validation_error."
+    )
+
+    class Meta:
+        ref_name = "Problem"
+
+
+def problem_responses(*statuses: int) -> dict:
+    """`responses=` entries documenting problem+json answers for the given statuses."""
+    return {
+        (status, PROBLEM_CONTENT_TYPE): OpenApiResponse(
+            response=ProblemSerializer, description=HTTPStatus(status).phrase
+        )
+        for status in statuses
+    }
+
+
+class ApiKeyAuthenticationScheme(OpenApiAuthenticationExtension):
+    target_class = "orders_project.common.auth.ApiKeyAuthentication"
+    name = "ApiKeyAuth"
+
+    def get_security_definition(self, auto_schema):
+        return {"type": "apiKey", "in": "header", "name": API_KEY_HEADER}

@@ -1,0 +1,74 @@
+"""`python manage.py run_fake_provider`: the fake payment provider as its own process."""
+
+import os
+import signal
+from pathlib import Path
+
+from django.conf import settings
+from django.core.management.base import BaseCommand
+
+from payments.fake_provider import Chaos, ProviderConfig, serve
+
+
+def _raise_interrupt(signum, frame):
+    raise KeyboardInterrupt
+
+
+def _env_float(name: str, default: float) -> float:
+    return float(os.environ.get(name, default))
+
+
+class Command(BaseCommand):
+    help = "Run the fake payment provider (HTTP API + signed webhooks with retries)."
+
+    def add_arguments(self, parser):
+        parser.add_argument("--host", default=os.environ.get("FAKE_PROVIDER_HOST", "127.0.0.1"))
+        parser.add_argument(
+            "--port", type=int, default=int(os.environ.get("FAKE_PROVIDER_PORT", "8100"))
+        )
+        parser.add_argument("--webhook-url", default=settings.PAYMENT_WEBHOOK_URL)
+        parser.add_argument(
+            "--webhook-secret",
+            default=os.environ.get("FAKE_PROVIDER_WEBHOOK_SECRET")
+            or settings.PAYMENT_WEBHOOK_SECRETS[0],
+            help="whsec_... secret used to sign webhooks (default: the first of "
+            "PAYMENT_WEBHOOK_SECRETS)",
+        )
+        parser.add_argument(
+            "--webhook-delay", type=float, default=_env_float("FAKE_PROVIDER_WEBHOOK_DELAY", 1.0)
+        )
+        parser.add_argument("--state-file", default=os.environ.get("FAKE_PROVIDER_STATE_FILE"))
+        parser.add_argument(
+            "--error-rate", type=float, default=_env_float("FAKE_PROVIDER_ERROR_RATE", 0)
+        )
+        parser.add_argument("--latency", type=float, default=_env_float("FAKE_PROVIDER_LATENCY", 0))
+        parser.add_argument(
+            "--duplicate-rate", type=float, default=_env_float("FAKE_PROVIDER_DUPLICATE_RATE", 0)
+        )
+        parser.add_argument(
+            "--out-of-order", type=float, default=_env_float("FAKE_PROVIDER_OUT_OF_ORDER", 0)
+        )
+
+    def handle(self, *args, **options):
+        # SIGTERM ends the server loop the same way Ctrl-C does.
+        signal.signal(signal.SIGTERM, _raise_interrupt)
+        config = ProviderConfig(
+            webhook_url=options["webhook_url"],
+            webhook_secret=options["webhook_secret"],
+            webhook_delay=options["webhook_delay"],
+            state_file=Path(options["state_file"]) if options["state_file"] else None,
+            chaos=Chaos(
+                error_rate=options["error_rate"],
+                latency=options["latency"],
+                duplicate_rate=options["duplicate_rate"],
+                out_of_order=options["out_of_order"],
+            ),
+        )
+        self.stdout.write(
+            f"fake payment provider on http://{options['host']}:{options['port']} "
+            f"(webhooks to {config.webhook_url})"
+        )
+        try:
+            serve(options["host"], options["port"], config)
+        except KeyboardInterrupt:
+            self.stdout.write("fake payment provider stopped")

@@ -1,0 +1,1 @@
+"""Developer tooling behind the Makefile (run supervisor, local servers); not shipped code."""

@@ -1,0 +1,267 @@
+"""`make run`: the whole service on this machine, in the foreground, until Ctrl-C.
+
+Finds or starts PostgreSQL and Redis (scripts/services.py), migrates, collects static
+files, loads demo data, then runs the processes of PROCESSES and watches them:
+
+- Ctrl-C / SIGTERM / SIGHUP: every child gets SIGTERM (graceful: gunicorn drains requests,
+  celery finishes tasks), up to STOP_TIMEOUT seconds, then SIGKILL for what is left. A second
+  Ctrl-C skips the wait.
+- A child that exits on its own stops the others, and run exits non-zero.
+
+The children run in their own sessions, so a terminal's Ctrl-C reaches only this supervisor
+and each child is stopped in the order and with the signal it expects; on Linux they also get
+SIGTERM if the supervisor itself dies (PR_SET_PDEATHSIG), so nothing is left behind.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import secrets
+import shutil
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+
+from scripts import servers, services
+from scripts.services import LOCAL_DIR, ROOT, say
+
+BIN = Path(sys.executable).parent
+SECRET_KEY_FILE = LOCAL_DIR / "secret_key"
+PROMETHEUS_DIR = LOCAL_DIR / "prometheus"
+# Longer than gunicorn's graceful_timeout (30 s) so a graceful drain can complete.
+STOP_TIMEOUT = float(os.environ.get("STOP_TIMEOUT", "35"))
+
+
+@dataclass(frozen=True)
+class Process:
+    name: str
+    argv: list[str]
+
+
+# The service's long-running processes. Add a line here and it is started, watched and
+# stopped with the others.
+PROCESSES = [
+    # gunicorn 25+ opens a control socket at one per-user path (~/.gunicorn/gunicorn.ctl), so
+    # two checkouts running at once would take it from each other; nothing here uses it.
+    Process("web", [str(BIN / "gunicorn"), "-c", "gunicorn.conf.py", "--no-control-socket"]),
+    Process("worker", [str(BIN / "celery"), "-A", "orders_project", "worker", "-l", "INFO"]),
+    Process("beat", [str(BIN / "celery"), "-A", "orders_project", "beat", "-l", "INFO"]),
+    # Process("provider", [sys.executable, "manage.py", "run_fake_provider"]),  # later issue
+]
+
+
+# --------------------------------------------------------------------------- set-up
+
+
+def local_secret_key() -> str:
+    """SECRET_KEY from the environment, else one generated once and kept in .local/."""
+    if os.environ.get("SECRET_KEY"):
+        return os.environ["SECRET_KEY"]
+    if SECRET_KEY_FILE.exists():
+        return SECRET_KEY_FILE.read_text().strip()
+    LOCAL_DIR.mkdir(exist_ok=True)
+    key = secrets.token_urlsafe(50)
+    fd = os.open(SECRET_KEY_FILE, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as handle:
+        handle.write(key + "\n")
+    say(f"generated a SECRET_KEY in {SECRET_KEY_FILE.relative_to(ROOT)} (kept for later runs)")
+    return key
+
+
+def manage(env: dict, *args: str, capture: bool = False) -> str:
+    result = subprocess.run(
+        [sys.executable, "manage.py", *args],
+        cwd=ROOT,
+        env=env,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE if capture else None,
+        text=True,
+    )
+    if result.returncode != 0:
+        raise SystemExit(f"error: manage.py {' '.join(args)} failed ({result.returncode})")
+    return result.stdout or ""
+
+
+def web_address() -> tuple[str, int] | None:
+    """(host to browse, port) of gunicorn's bind, as gunicorn.conf.py computes it."""
+    bind = os.environ.get("BIND") or f"127.0.0.1:{os.environ.get('PORT', '8000')}"
+    if bind.startswith(("unix:", "fd://")):
+        return None
+    host, _, port = bind.rpartition(":")
+    host = host.strip("[]")
+    if host in ("", "0.0.0.0", "::"):  # noqa: S104 - translating a bind address for a browser
+        host = "127.0.0.1"
+    return host, int(port)
+
+
+def fresh_prometheus_dir() -> Path:
+    # Samples of a previous run's (dead) processes must not be summed into this run's.
+    shutil.rmtree(PROMETHEUS_DIR, ignore_errors=True)
+    PROMETHEUS_DIR.mkdir(parents=True)
+    return PROMETHEUS_DIR
+
+
+# --------------------------------------------------------------------------- supervisor
+
+
+def _die_with_parent() -> None:
+    # Runs in the child between fork and exec: ask Linux to SIGTERM it when we die.
+    if sys.platform.startswith("linux"):
+        import ctypes
+
+        pr_set_pdeathsig = 1
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(pr_set_pdeathsig, signal.SIGTERM)
+
+
+class Supervisor:
+    def __init__(self, processes: list[Process], env: dict) -> None:
+        self.processes = processes
+        self.env = env
+        self.children: dict[str, subprocess.Popen] = {}
+        self.stop_signals = 0
+
+    def _on_signal(self, signum: int, frame) -> None:
+        self.stop_signals += 1
+        if self.stop_signals == 1:
+            say(f"{signal.Signals(signum).name}: stopping (again to kill at once)")
+
+    def run(self, on_ready) -> int:
+        for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+            signal.signal(sig, self._on_signal)
+        try:
+            for process in self.processes:
+                self.children[process.name] = subprocess.Popen(
+                    process.argv,
+                    cwd=ROOT,
+                    env=self.env,
+                    stdin=subprocess.DEVNULL,
+                    start_new_session=True,
+                    preexec_fn=_die_with_parent,  # safe: this process starts no threads
+                )
+                say(f"started {process.name} (pid {self.children[process.name].pid})")
+            return self._watch(on_ready)
+        finally:
+            self._stop_all()
+
+    def _watch(self, on_ready) -> int:
+        ready = False
+        warn_at = time.monotonic() + 60
+        while not self.stop_signals:
+            for name, child in self.children.items():
+                code = child.poll()
+                if code is not None:
+                    say(f"{name} exited with code {code}: stopping the others")
+                    return code or 1
+            if not ready:
+                ready = on_ready()
+                if not ready and time.monotonic() > warn_at:
+                    say("web has not answered /healthz for 60s; still waiting (see its log)")
+                    warn_at = float("inf")
+            time.sleep(0.25)
+        return 0
+
+    def _stop_all(self) -> None:
+        running = {name: c for name, c in self.children.items() if c.poll() is None}
+        if running:
+            say(f"stopping {', '.join(running)} (SIGTERM, up to {STOP_TIMEOUT:.0f}s)")
+        # Only the main process of each child: gunicorn and celery stop their own workers
+        # gracefully; signalling the workers directly would cut in-flight requests/tasks.
+        for child in running.values():
+            with contextlib.suppress(ProcessLookupError):
+                child.send_signal(signal.SIGTERM)
+        deadline = time.monotonic() + STOP_TIMEOUT
+        noted = self.stop_signals
+        while any(c.poll() is None for c in running.values()):
+            if time.monotonic() >= deadline or self.stop_signals > noted:
+                break
+            time.sleep(0.1)
+        for name, child in self.children.items():
+            if child.poll() is None:
+                say(f"{name} did not stop in time: SIGKILL")
+            # Each child leads its own process group: this also takes any worker that
+            # outlived its master.
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(child.pid, signal.SIGKILL)
+            child.wait()
+        if running:
+            say("all processes stopped")
+
+
+# --------------------------------------------------------------------------- main
+
+
+def main() -> int:
+    os.chdir(ROOT)
+    try:
+        services.up()
+    except servers.ServerError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+
+    env = dict(os.environ)
+    env["SECRET_KEY"] = local_secret_key()
+    # The project's real settings, whatever a shell exported for the tests.
+    env["DJANGO_SETTINGS_MODULE"] = "orders_project.settings"
+    env["PYTHONUNBUFFERED"] = "1"
+
+    say("migrating")
+    manage(env, "migrate", "--noinput")
+    say("collecting static files")
+    manage(env, "collectstatic", "--noinput", "--verbosity", "0")
+    say("loading demo data")
+    demo = manage(env, "seed_demo", capture=True)
+
+    address = web_address()
+    if address and servers.port_open(*address):
+        print(
+            f"error: {address[0]}:{address[1]} is already in use; "
+            "set PORT (or BIND) to another port, e.g. make run PORT=8001",
+            file=sys.stderr,
+        )
+        return 1
+
+    env["PROMETHEUS_MULTIPROC_DIR"] = str(fresh_prometheus_dir())
+    base = f"http://{address[0]}:{address[1]}" if address else os.environ["BIND"]
+
+    def on_ready() -> bool:
+        if address:
+            try:
+                with urllib.request.urlopen(f"{base}/healthz", timeout=1) as response:  # noqa: S310
+                    if response.status != 200:
+                        return False
+            except OSError:
+                return False
+        print_banner(base, demo)
+        return True
+
+    return Supervisor(PROCESSES, env).run(on_ready)
+
+
+def print_banner(base: str, demo: str) -> None:
+    lines = [
+        "",
+        "orders service is up (DEBUG off). Ctrl-C stops web, worker and beat.",
+        "",
+        f"  admin        {base}/admin/",
+        f"  API docs     {base}/api/docs/",
+        f"  products     {base}/api/v1/products/",
+        f"  health       {base}/healthz   {base}/readyz",
+        f"  metrics      {base}/metrics",
+        "",
+        *(f"  {line}" for line in demo.strip().splitlines()),
+        "  (send the key as X-API-Key; embedded servers, if any, stay up: make stop-services)",
+        "",
+    ]
+    print("\n".join(lines), flush=True)
+
+
+if __name__ == "__main__":
+    try:
+        sys.exit(main())
+    except KeyboardInterrupt:  # Ctrl-C during set-up, before the supervisor took over
+        sys.exit(130)
