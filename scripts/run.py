@@ -51,7 +51,7 @@ PROCESSES = [
     Process("web", [str(BIN / "gunicorn"), "-c", "gunicorn.conf.py", "--no-control-socket"]),
     Process("worker", [str(BIN / "celery"), "-A", "orders_project", "worker", "-l", "INFO"]),
     Process("beat", [str(BIN / "celery"), "-A", "orders_project", "beat", "-l", "INFO"]),
-    # Process("provider", [sys.executable, "manage.py", "run_fake_provider"]),  # later issue
+    Process("provider", [sys.executable, "manage.py", "run_fake_provider"]),
 ]
 
 
@@ -227,6 +227,9 @@ def main() -> int:
 
     env["PROMETHEUS_MULTIPROC_DIR"] = str(fresh_prometheus_dir())
     base = f"http://{address[0]}:{address[1]}" if address else os.environ["BIND"]
+    # The fake provider calls the web process back; follow PORT/BIND unless told otherwise.
+    env.setdefault("PAYMENT_WEBHOOK_URL", f"{base}/api/v1/payments/webhook/")
+    env.setdefault("FAKE_PROVIDER_STATE_FILE", str(LOCAL_DIR / "fake_provider_state.json"))
 
     def on_ready() -> bool:
         if address:
@@ -245,13 +248,15 @@ def main() -> int:
 def print_banner(base: str, demo: str) -> None:
     lines = [
         "",
-        "orders service is up (DEBUG off). Ctrl-C stops web, worker and beat.",
+        "orders service is up (DEBUG off). Ctrl-C stops web, worker, beat and the provider.",
         "",
         f"  admin        {base}/admin/",
         f"  API docs     {base}/api/docs/",
         f"  products     {base}/api/v1/products/",
         f"  health       {base}/healthz   {base}/readyz",
         f"  metrics      {base}/metrics",
+        "  events       .venv/bin/python manage.py tail_events   (stream: EVENT_STREAM)",
+        "  provider     fake payment provider on http://127.0.0.1:8100 (PAYMENT_PROVIDER_URL)",
         "",
         *(f"  {line}" for line in demo.strip().splitlines()),
         "  (send the key as X-API-Key; embedded servers, if any, stay up: make stop-services)",
