@@ -153,7 +153,7 @@ REST_FRAMEWORK = {
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.AllowAny"],
     "DEFAULT_THROTTLE_CLASSES": ["orders_project.common.ratelimit.ApiRateThrottle"],
     "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
-    "DEFAULT_PARSER_CLASSES": ["rest_framework.parsers.JSONParser"],
+    "DEFAULT_PARSER_CLASSES": ["orders_project.common.parsers.StrictJSONParser"],
     "EXCEPTION_HANDLER": "orders_project.common.problems.problem_exception_handler",
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
     "UNAUTHENTICATED_USER": None,
@@ -218,7 +218,15 @@ CELERY_TASK_SERIALIZER = "json"
 CELERY_ACCEPT_CONTENT = ["json"]
 CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": 3600}
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
-CELERY_BEAT_SCHEDULER = "redbeat.RedBeatScheduler"
+# A worker keeps reconnecting through a broker outage of any length (the default gives up
+# after 100 tries, about 50 minutes, and exits).
+CELERY_BROKER_CONNECTION_MAX_RETRIES = None
+# RedBeat in a wrapper that survives a Redis outage (stock RedBeat exits, and forgets its
+# schedule if Redis comes back empty): orders_project/beat.py.
+CELERY_BEAT_SCHEDULER = "orders_project.beat.ResilientRedBeatScheduler"
+# Beat wakes at least every 5 s, and RedBeat's lock lives 5x that (25 s): a standby beat
+# takes over within ~30 s of the active one dying (with the 300 s default: ~30 minutes).
+CELERY_BEAT_MAX_LOOP_INTERVAL = 5
 CELERY_REDBEAT_REDIS_URL = CELERY_BROKER_URL
 CELERY_REDBEAT_KEY_PREFIX = os.environ.get("REDBEAT_KEY_PREFIX", "orders:redbeat")
 CELERY_BEAT_SCHEDULE: dict[str, dict] = {

@@ -6,7 +6,6 @@ from django.conf import settings
 from django.http import HttpResponse
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
-from rest_framework.exceptions import ParseError
 from rest_framework.renderers import JSONRenderer
 from rest_framework.response import Response
 from rest_framework.views import APIView
@@ -94,11 +93,7 @@ class OrderListCreateView(APIView):
     )
     def post(self, request):
         key = idempotency_key_parse(request.headers.get(IDEMPOTENCY_HEADER))
-        try:
-            payload = request.data
-        except RecursionError as exc:
-            # json raises RecursionError, not ValueError, for deeply nested input.
-            raise ParseError("JSON parse error - nested too deeply.") from exc
+        payload = request.data
         serializer = OrderCreateInputSerializer(data=payload)
         serializer.is_valid(raise_exception=True)
         data = serializer.validated_data
