@@ -19,6 +19,7 @@ def child_exit(server, worker):
 
         multiprocess.mark_process_dead(worker.pid)
 
+
 # gunicorn 27's control socket defaults to one path per OS user; two services (or a test
 # and `make run`) on one machine would fight over it, and nothing here uses it.
 control_socket_disable = True
