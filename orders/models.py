@@ -76,8 +76,9 @@ class Order(models.Model):
     event_version = models.PositiveIntegerField(default=1)
     # Summary of the payment, kept by the payment saga through orders services (the orders
     # app never imports payments); shown as `payment` in the API.
-    payment_status = models.CharField(max_length=32, blank=True, default="")
-    provider_payment_id = models.CharField(max_length=100, blank=True, default="")
+    # db_default too: rows inserted by older code or raw SQL during a deploy stay valid.
+    payment_status = models.CharField(max_length=32, blank=True, default="", db_default="")
+    provider_payment_id = models.CharField(max_length=100, blank=True, default="", db_default="")
 
     class Meta:
         ordering = ["-created_at", "-id"]

@@ -76,6 +76,9 @@ class FakeProvider:
         self.keys: dict[str, str] = {}  # Idempotency-Key -> payment id
         # (due time, sequence, delivery) — deliveries are dicts so they persist as JSON.
         self.queue: list[tuple[float, int, dict[str, Any]]] = []
+        # Deliveries being posted right now: still owed until the receiver said 2xx, so they
+        # are saved with the queue (a restart mid-post sends them again, never drops them).
+        self.in_flight: dict[int, dict[str, Any]] = {}
         self.sequence = 0
         self.wakeup = threading.Condition(self.lock)
         self.stopping = False
@@ -99,7 +102,8 @@ class FakeProvider:
         state = {
             "payments": self.payments,
             "keys": self.keys,
-            "deliveries": [delivery for _, _, delivery in self.queue],
+            "deliveries": [delivery for _, _, delivery in self.queue]
+            + list(self.in_flight.values()),
         }
         tmp = path.with_suffix(".tmp")
         tmp.write_text(json.dumps(state))
@@ -200,7 +204,7 @@ class FakeProvider:
                     self.wakeup.wait(timeout=timeout)
                 if self.stopping:
                     return
-                _, _, delivery = heapq.heappop(self.queue)
+                _, sequence, delivery = heapq.heappop(self.queue)
                 if "body" not in delivery:
                     resolved = self._resolve(delivery)
                     if resolved is None:
@@ -211,16 +215,21 @@ class FakeProvider:
                     delivery["body"] = json.dumps(
                         {"type": event_type, "data": data, "created_at": _now_iso()}
                     )
+                self.in_flight[sequence] = delivery
                 self._save()
             delivered = self._post(delivery)
             if delivered and random.random() < self.config.chaos.duplicate_rate:
                 self._post(delivery)  # the same webhook-id again, as real providers do
-            if not delivered:
-                delivery["attempt"] += 1
-                backoff = DELIVERY_BACKOFF_SECONDS[
-                    min(delivery["attempt"], len(DELIVERY_BACKOFF_SECONDS)) - 1
-                ]
-                self._schedule(delivery, delay=backoff)
+            with self.lock:
+                self.in_flight.pop(sequence, None)
+                if delivered:
+                    self._save()
+                else:
+                    delivery["attempt"] += 1
+                    backoff = DELIVERY_BACKOFF_SECONDS[
+                        min(delivery["attempt"], len(DELIVERY_BACKOFF_SECONDS)) - 1
+                    ]
+                    self._schedule(delivery, delay=backoff)
 
     def _post(self, delivery: dict[str, Any]) -> bool:
         body = delivery["body"].encode()

@@ -75,7 +75,8 @@ def payment_open_for_order(event: EventEnvelope) -> None:
         email=payload["email"],
         next_attempt_at=timezone.now(),
     )
-    order_payment_summary_set(order_id=payload["order_id"], payment_status=PaymentStatus.REQUESTING)
+    # The order's `payment` summary stays null until the provider has the payment: one
+    # statement less while order creation holds its product locks.
     payment_steps_nudge_on_commit()
 
 
@@ -148,6 +149,11 @@ def payment_steps_run(*, limit: int = 50) -> StepsReport:
     report = StepsReport(claimed=len(ids))
     for payment in Payment.objects.filter(pk__in=ids).order_by("next_attempt_at"):
         step = payment.status
+        if step not in _STEPS:
+            # A webhook settled the payment between the claim and this read (e.g. the
+            # success of a request still in flight): nothing is owed any more.
+            _release(payment=payment, token=token)
+            continue
         try:
             _STEPS[step](payment, token)
         except ProviderUnavailable as exc:
@@ -174,6 +180,12 @@ def _backoff(attempt: int, *, slow: bool = False) -> timedelta:
     schedule = settings.PAYMENT_RETRY_BACKOFF
     base = schedule[-1] if slow else schedule[min(attempt, len(schedule)) - 1]
     return timedelta(seconds=base * random.uniform(0.8, 1.2))
+
+
+def _release(*, payment: Payment, token: UUID) -> None:
+    Payment.objects.filter(pk=payment.pk, lease_token=token).update(
+        lease_token=None, lease_expires_at=None
+    )
 
 
 def _record_retry(*, payment: Payment, token: UUID, error: str, slow: bool = False) -> None:
@@ -254,15 +266,21 @@ def _step_cancel(payment: Payment, token: UUID) -> None:
         provider_cancel_payment(provider_payment_id=provider_id)
         changes = {"status": PaymentStatus.CANCELLED, "provider_payment_id": provider_id}
     except ProviderRejected as exc:
-        if exc.body.get("error") != "payment_succeeded":
+        error = exc.body.get("error")
+        if error == "payment_failed":
+            # Declined before the cancel reached the provider: no money moved, nothing more
+            # to do (the failure webhook of a cancelled order is recorded, not applied).
+            changes = {"status": PaymentStatus.FAILED, "provider_payment_id": provider_id}
+        elif error == "payment_succeeded":
+            # Too late: the customer paid. The order stays cancelled; the money goes back.
+            changes = {
+                "status": PaymentStatus.REFUND_REQUESTED,
+                "provider_payment_id": provider_id,
+                "next_attempt_at": timezone.now(),
+                "attempts": 0,
+            }
+        else:
             raise
-        # Too late: the customer paid. The order stays cancelled; the money goes back.
-        changes = {
-            "status": PaymentStatus.REFUND_REQUESTED,
-            "provider_payment_id": provider_id,
-            "next_attempt_at": timezone.now(),
-            "attempts": 0,
-        }
     _finish_step(
         payment=payment, token=token, expected=PaymentStatus.CANCEL_REQUESTED, changes=changes
     )

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+from decimal import Decimal, InvalidOperation
+from uuid import UUID
 
 from django.conf import settings
 from drf_spectacular.utils import OpenApiResponse, extend_schema
@@ -47,21 +49,45 @@ def _read_limited_body(request) -> bytes:
     return body
 
 
+def _is_uuid(value) -> bool:
+    try:
+        UUID(str(value))
+    except ValueError:
+        return False
+    return True
+
+
+def _is_amount(value) -> bool:
+    # A decimal string (or a JSON number): anything else would fail the amount comparison
+    # later, inside the inbox transaction, as a 500 instead of a 400.
+    if isinstance(value, bool) or not isinstance(value, str | int | float):
+        return False
+    try:
+        return Decimal(str(value)).is_finite()
+    except InvalidOperation:
+        return False
+
+
 def _parse_event(body: bytes) -> dict:
     try:
         event = json.loads(body)
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+    except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as exc:
         raise WebhookMalformed("The body is not JSON.") from exc
+    data = event.get("data") if isinstance(event, dict) else None
     if (
         not isinstance(event, dict)
         or event.get("type") not in EVENT_TYPES
-        or not isinstance(event.get("data"), dict)
-        or not event["data"].get("order_id")
-        or "amount" not in event["data"]
+        or not isinstance(data, dict)
+        or not _is_uuid(data.get("order_id"))
+        or not isinstance(data.get("payment_id"), str)
+        or not data["payment_id"]
+        or len(data["payment_id"]) > 100
+        or not _is_amount(data.get("amount"))
+        or not isinstance(data.get("currency"), str)
     ):
         raise WebhookMalformed(
             "Expected {type: payment.succeeded|payment.failed|refund.succeeded, "
-            "data: {payment_id, order_id, amount, currency}}."
+            "data: {payment_id, order_id (uuid), amount (decimal string), currency}}."
         )
     return event
 

@@ -1,0 +1,792 @@
+"""Benchmark of POST /api/v1/orders/ against pgbench running the same SQL (see bench/README.md).
+
+    .venv/bin/python bench/orders_bench.py [--duration 10] [--concurrency 1,8,32]
+        [--variants normal,hot] [--database-url postgres://...] [--workers N]
+
+Sets up its own database (created and migrated if missing), an API client and three
+products with huge stock; starts the service under gunicorn the way `make run` does;
+drives it from bench/loadgen.py (a separate process) at each concurrency; runs pgbench
+with bench/pgbench_order*.sql on the same database at the same concurrency; prints a
+table and writes it as JSON to bench/results/. Everything it starts is stopped on exit,
+Ctrl-C or error; the shared PostgreSQL and Redis are only used, never stopped or flushed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import datetime as dt
+import importlib.util
+import json
+import os
+import platform
+import re
+import resource
+import secrets
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.error
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+from urllib.parse import unquote, urlparse
+
+BENCH_DIR = Path(__file__).resolve().parent
+ROOT = BENCH_DIR.parent
+RESULTS_DIR = BENCH_DIR / "results"
+PYTHON = ROOT / ".venv" / "bin" / "python"
+GUNICORN = ROOT / ".venv" / "bin" / "gunicorn"
+DEFAULT_DATABASE_URL = "postgres://postgres@127.0.0.1:5432/orders_bench"
+# Marks a database this script created, the only kind it empties before a run.
+DB_MARKER = "orders_bench: created by bench/orders_bench.py; emptied before every run"
+HUGE_STOCK = 2_000_000_000  # int4 column; a run takes well under a million units
+PRODUCTS = {  # sku: (name, price)
+    "BENCH-A": ("Bench product A", "12.50"),
+    "BENCH-B": ("Bench product B", "3.10"),
+    "BENCH-HOT": ("Bench hot product", "9.99"),
+}
+# The spread variant's products: ids and skus pgbench_order_spread.sql can compute.
+SPREAD_RANGE = range(100000, 100100)
+SPREAD_PRICE = "5.00"
+VARIANTS = ("normal", "hot", "spread")
+SCRIPTS = {
+    "normal": "pgbench_order.sql",
+    "hot": "pgbench_order_hot.sql",
+    "spread": "pgbench_order_spread.sql",
+}
+
+
+def spread_product_id(n: int) -> str:
+    return f"00000000-0000-4000-8000-000000{n}"
+
+
+# Rate limits raised far above anything a run reaches, keeping the production window shape.
+RAISED_RATE = "1000000000/60s"
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+
+
+# --------------------------------------------------------------------------- small helpers
+
+
+def log(message: str) -> None:
+    print(f"[bench {time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def core_count() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        return os.cpu_count() or 1
+
+
+def find_pgbench() -> tuple[str, str]:
+    """pgbench from PATH, else the one in the pgserver package; returns (path, origin)."""
+    found = shutil.which("pgbench")
+    if found:
+        return found, "PATH"
+    spec = importlib.util.find_spec("pgserver")
+    if spec and spec.submodule_search_locations:
+        candidate = Path(spec.submodule_search_locations[0]) / "pginstall" / "bin" / "pgbench"
+        if candidate.is_file():
+            return str(candidate), "pgserver PyPI package (not on PATH)"
+    raise SystemExit("pgbench not found: install postgresql-client or the pgserver package")
+
+
+@dataclass(frozen=True)
+class DbUrl:
+    url: str
+    host: str
+    port: int
+    user: str
+    password: str
+    name: str
+
+    @classmethod
+    def parse(cls, url: str) -> DbUrl:
+        parsed = urlparse(url)
+        return cls(
+            url=url,
+            host=unquote(parsed.hostname or "127.0.0.1"),
+            port=parsed.port or 5432,
+            user=unquote(parsed.username or "postgres"),
+            password=unquote(parsed.password or ""),
+            name=unquote(parsed.path.lstrip("/")) or "orders_bench",
+        )
+
+    def connect(self, dbname: str | None = None):
+        import psycopg
+
+        return psycopg.connect(
+            host=self.host,
+            port=self.port,
+            user=self.user,
+            password=self.password or None,
+            dbname=dbname or self.name,
+            autocommit=True,
+            connect_timeout=5,
+        )
+
+
+# --------------------------------------------------------------------------- CPU accounting
+
+
+def _proc_cpu_seconds(pid: int) -> float:
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return 0.0
+    fields = stat.rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / CLK_TCK  # utime, stime
+
+
+def _children(pid: int) -> list[int]:
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            with contextlib.suppress(OSError, IndexError):
+                fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+                if int(fields[1]) == pid:
+                    found.append(int(entry.name))
+    return found
+
+
+def _machine_busy_seconds() -> float:
+    """CPU seconds spent not idle (all cores) since boot, from /proc/stat."""
+    values = [int(v) for v in Path("/proc/stat").read_text().splitlines()[0].split()[1:]]
+    idle = values[3] + values[4]  # idle + iowait
+    return (sum(values[:8]) - idle) / CLK_TCK
+
+
+@dataclass
+class CpuSample:
+    """CPU seconds at one moment: the machine, our reaped children, and watched processes."""
+
+    wall: float
+    machine: float
+    children: float
+    load1: float
+    server: dict[int, float]  # gunicorn master and workers
+    postgres: dict[int, float]  # backends connected to the bench database
+
+    @classmethod
+    def take(cls, *, server_pids: list[int], postgres_pids: list[int]) -> CpuSample:
+        usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+        return cls(
+            wall=time.monotonic(),
+            machine=_machine_busy_seconds(),
+            children=usage.ru_utime + usage.ru_stime,
+            load1=os.getloadavg()[0],
+            server={pid: _proc_cpu_seconds(pid) for pid in server_pids},
+            postgres={pid: _proc_cpu_seconds(pid) for pid in postgres_pids},
+        )
+
+
+def _delta(before: dict[int, float], after: dict[int, float]) -> float:
+    # A process born during the phase spent all its CPU in it; one that died is lost.
+    return sum(max(0.0, cpu - before.get(pid, 0.0)) for pid, cpu in after.items())
+
+
+def cpu_split(before: CpuSample, after: CpuSample) -> dict:
+    """Percent of ONE core used by each part during the phase (2 cores = 200% max)."""
+    wall = after.wall - before.wall
+    machine = after.machine - before.machine
+    server = _delta(before.server, after.server)
+    postgres = _delta(before.postgres, after.postgres)
+    client = after.children - before.children  # loadgen or pgbench (reaped children)
+    return {
+        "machine_pct": round(100 * machine / wall),
+        "client_pct": round(100 * client / wall),
+        "gunicorn_pct": round(100 * server / wall),
+        "postgres_pct": round(100 * postgres / wall),
+        # Redis, PostgreSQL background processes and anything else on the machine,
+        # including other people's work on a shared box.
+        "other_pct": round(100 * max(0.0, machine - server - client - postgres) / wall),
+        "load1_before": round(before.load1, 2),
+    }
+
+
+def bench_backend_pids(db: DbUrl) -> list[int]:
+    """PostgreSQL backends serving the bench database (server-side pids, same machine)."""
+    try:
+        with db.connect() as conn:
+            rows = conn.execute(
+                "SELECT pid FROM pg_stat_activity WHERE datname = %s AND pid <> pg_backend_pid()",
+                [db.name],
+            ).fetchall()
+    except Exception:  # best effort: CPU attribution only
+        return []
+    return [row[0] for row in rows]
+
+
+# --------------------------------------------------------------------------- setup
+
+
+def manage(args: list[str], env: dict[str, str]) -> str:
+    done = subprocess.run(
+        [str(PYTHON), "manage.py", *args],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    if done.returncode != 0:
+        raise SystemExit(f"manage.py {args[0]} failed:\n{done.stderr[-3000:]}")
+    return done.stdout
+
+
+def prepare_database(db: DbUrl, env: dict[str, str]) -> None:
+    """Create the database if missing, migrate it, and empty it if this script owns it."""
+    with db.connect(dbname="postgres") as conn:
+        exists = conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", [db.name]).fetchone()
+        if not exists:
+            log(f"creating database {db.name}")
+            conn.execute(f'CREATE DATABASE "{db.name}"')
+            conn.execute(f"COMMENT ON DATABASE \"{db.name}\" IS '{DB_MARKER}'")
+    log("migrating")
+    manage(["migrate", "--no-input", "-v0"], env)
+    with db.connect() as conn:
+        comment = conn.execute(
+            "SELECT shobj_description(oid, 'pg_database') FROM pg_database WHERE datname = %s",
+            [db.name],
+        ).fetchone()[0]
+        if comment == DB_MARKER:
+            # Start every run from empty order tables so runs are comparable.
+            conn.execute(
+                "TRUNCATE orders_idempotencyrecord, orders_orderitem, orders_order, "
+                "outbox_outboxevent CASCADE"
+            )
+        else:
+            log(f"database {db.name} was not created by this script: not emptying it")
+
+
+@dataclass(frozen=True)
+class Product:
+    id: str
+    sku: str
+    price: str
+
+
+def upsert_products(db: DbUrl) -> dict[str, Product]:
+    """The bench products, active and with huge stock (direct SQL: no history rows)."""
+    products = {}
+    wanted = [(None, sku, name, price) for sku, (name, price) in PRODUCTS.items()]
+    wanted += [
+        (spread_product_id(n), f"BENCH-S-{n}", f"Bench spread product {n}", SPREAD_PRICE)
+        for n in SPREAD_RANGE
+    ]
+    with db.connect() as conn:
+        for product_id, sku, name, price in wanted:
+            row = conn.execute(
+                """
+                INSERT INTO catalog_product
+                    (id, sku, name, description, price, stock, is_active, created_at, updated_at)
+                VALUES (COALESCE(%s::uuid, gen_random_uuid()), %s, %s, '', %s, %s, true,
+                        now(), now())
+                ON CONFLICT (sku) DO UPDATE
+                    SET stock = EXCLUDED.stock, price = EXCLUDED.price, is_active = true
+                RETURNING id::text, price::text
+                """,
+                [product_id, sku, name, price, HUGE_STOCK],
+            ).fetchone()
+            products[sku] = Product(id=row[0], sku=sku, price=row[1])
+        conn.execute("ANALYZE catalog_product")
+    return products
+
+
+def celery_queue(run_tag: str) -> str:
+    return f"orders-bench-{run_tag}"
+
+
+def redis_cleanup(redis_url: str, run_tag: str) -> None:
+    """Delete the keys of this run's private Celery queue (nobody consumes it). Only keys
+    carrying this run's tag; rate-limit keys expire by themselves. Never a FLUSH."""
+    import redis
+
+    try:
+        client = redis.Redis.from_url(redis_url, socket_timeout=5)
+        keys = list(client.scan_iter(match=f"*{celery_queue(run_tag)}*", count=1000))
+        if keys:
+            client.delete(*keys)
+        client.close()
+    except Exception as exc:  # best effort: report, do not mask the run's outcome
+        log(f"could not delete this run's Celery queue keys: {exc}")
+
+
+# --------------------------------------------------------------------------- processes
+
+
+@dataclass
+class Service:
+    """gunicorn as `make run` starts it, in its own process group."""
+
+    env: dict[str, str]
+    port: int
+    log_path: Path
+    proc: subprocess.Popen | None = None
+    log_offset: int = 0
+    prometheus_dir: str = field(default_factory=lambda: tempfile.mkdtemp(prefix="bench-prom-"))
+
+    def start(self, deadline_s: float = 60.0) -> None:
+        env = self.env | {
+            "BIND": f"127.0.0.1:{self.port}",
+            "PROMETHEUS_MULTIPROC_DIR": self.prometheus_dir,
+        }
+        self.log_file = self.log_path.open("ab")
+        self.proc = subprocess.Popen(
+            # --no-control-socket: gunicorn 27 otherwise binds ~/.gunicorn/gunicorn.ctl, a
+            # path shared with any other gunicorn on the machine (a `make run` in progress).
+            [str(GUNICORN), "-c", "gunicorn.conf.py", "--no-control-socket"],
+            cwd=ROOT,
+            env=env,
+            stdout=self.log_file,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        url = f"http://127.0.0.1:{self.port}/readyz"
+        deadline = time.monotonic() + deadline_s
+        last = "no answer"
+        migrations_retried = 0
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise SystemExit(f"gunicorn exited ({self.proc.returncode}); see {self.log_path}")
+            try:
+                with urllib.request.urlopen(url, timeout=2) as response:
+                    if response.status == 200:
+                        return
+            except urllib.error.HTTPError as exc:
+                with contextlib.suppress(OSError):
+                    last = f"{exc.code}: {exc.read()[:300].decode('utf-8', 'replace')}"
+                if "pending" in last and migrations_retried < 3:
+                    # The tree is shared: a migration may have landed since we migrated.
+                    migrations_retried += 1
+                    log(f"readyz says migrations are pending: migrating again ({last[:120]})")
+                    manage(["migrate", "--no-input", "-v0"], self.env)
+            except OSError as exc:
+                last = str(exc)
+            time.sleep(0.25)
+        raise SystemExit(f"service not ready after {deadline_s:.0f}s ({last}); see {self.log_path}")
+
+    def pids(self) -> list[int]:
+        if self.proc is None:
+            return []
+        return [self.proc.pid, *_children(self.proc.pid)]
+
+    def new_log_problems(self) -> list[str]:
+        """Log lines since the last call that look like trouble (errors, deadlocks, 5xx)."""
+        text = self.log_path.read_bytes()[self.log_offset :].decode("utf-8", "replace")
+        self.log_offset += len(text.encode("utf-8"))
+        pattern = re.compile(
+            r'"level": ?"(ERROR|CRITICAL)"|Traceback|deadlock|\[CRITICAL\]|\[ERROR\]|WORKER TIMEOUT'
+            r'|"status": ?5\d\d',
+            re.IGNORECASE,
+        )
+        return [line for line in text.splitlines() if pattern.search(line)]
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                self.proc.send_signal(signal.SIGTERM)  # graceful: the master drains workers
+            try:
+                self.proc.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(self.proc.pid, signal.SIGKILL)
+                self.proc.wait(timeout=5)
+        if self.proc is not None:
+            # Any orphaned worker of our group (never anything else).
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(self.proc.pid, signal.SIGKILL)
+        if getattr(self, "log_file", None):
+            self.log_file.close()
+        shutil.rmtree(self.prometheus_dir, ignore_errors=True)
+
+
+class Children:
+    """Short-lived subprocesses (loadgen, pgbench), killed with their group on exit."""
+
+    def __init__(self) -> None:
+        self.running: list[subprocess.Popen] = []
+
+    def run(self, cmd: list[str], *, env: dict[str, str], timeout: float) -> tuple[int, str, str]:
+        proc = subprocess.Popen(
+            cmd,
+            cwd=ROOT,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            start_new_session=True,
+        )
+        self.running.append(proc)
+        try:
+            out, err = proc.communicate(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            self.kill(proc)
+            out, err = proc.communicate()
+            err += f"\n[bench] killed after {timeout:.0f}s timeout"
+        except BaseException:  # Ctrl-C, SIGTERM: the child must not outlive us
+            self.kill(proc)
+            proc.wait()
+            raise
+        finally:
+            self.running.remove(proc)
+        return proc.returncode, out, err
+
+    @staticmethod
+    def kill(proc: subprocess.Popen) -> None:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(proc.pid, signal.SIGKILL)
+
+    def kill_all(self) -> None:
+        for proc in list(self.running):
+            self.kill(proc)
+
+
+# --------------------------------------------------------------------------- phases
+
+
+def loadgen_procs(concurrency: int, requested: int | None) -> int:
+    """One process is enough here: measured at c=32 it used ~0.1 core for ~100 orders/s, and
+    1 vs 2 processes gave the same throughput within noise (see README)."""
+    return requested or 1
+
+
+def run_service_phase(
+    *,
+    children: Children,
+    service: Service,
+    db: DbUrl,
+    api_key: str,
+    products: list[str],
+    variant: str,
+    concurrency: int,
+    args: argparse.Namespace,
+    run_tag: str,
+) -> dict:
+    procs = loadgen_procs(concurrency, args.loadgen_procs)
+    cmd = [
+        str(PYTHON),
+        str(BENCH_DIR / "loadgen.py"),
+        "--url",
+        f"http://127.0.0.1:{service.port}/api/v1/orders/",
+        "--products",
+        ",".join(products),
+        "--variant",
+        variant,
+        "--concurrency",
+        str(concurrency),
+        "--duration",
+        str(args.duration),
+        "--warmup",
+        str(args.warmup),
+        "--procs",
+        str(procs),
+        "--run-tag",
+        f"{run_tag}-{variant}-{concurrency}",
+    ]
+    env = os.environ | {"BENCH_API_KEY": api_key}
+    before = CpuSample.take(server_pids=service.pids(), postgres_pids=bench_backend_pids(db))
+    code, out, err = children.run(cmd, env=env, timeout=args.duration + args.warmup + 120)
+    after = CpuSample.take(server_pids=service.pids(), postgres_pids=bench_backend_pids(db))
+    if code != 0:
+        raise SystemExit(f"loadgen failed ({code}):\n{err[-3000:]}")
+    result = json.loads(out.strip().splitlines()[-1])
+    result["cpu"] = cpu_split(before, after)
+    problems = service.new_log_problems()
+    result["log_problems"] = len(problems)
+    result["log_problem_samples"] = problems[:5]
+    return result
+
+
+def run_pgbench_phase(
+    *,
+    children: Children,
+    pgbench: str,
+    db: DbUrl,
+    client_id: str,
+    products: list[Product],
+    variant: str,
+    concurrency: int,
+    duration: float,
+) -> dict:
+    script = BENCH_DIR / SCRIPTS[variant]
+    defines = [f"client_id={client_id}"]
+    if variant == "spread":  # the script draws its products itself
+        defines.append(f"price={SPREAD_PRICE}")
+    else:
+        for n, product in enumerate(products, start=1):
+            defines += [f"p{n}={product.id}", f"sku{n}={product.sku}", f"price{n}={product.price}"]
+    cmd = [
+        pgbench,
+        "-h",
+        db.host,
+        "-p",
+        str(db.port),
+        "-U",
+        db.user,
+        "-n",
+        "-c",
+        str(concurrency),
+        "-j",
+        str(min(concurrency, 2)),
+        "-T",
+        str(int(duration)),
+        "-f",
+        str(script),
+        *[arg for d in defines for arg in ("-D", d)],
+        db.name,
+    ]
+    env = os.environ | ({"PGPASSWORD": db.password} if db.password else {})
+    before = CpuSample.take(server_pids=[], postgres_pids=[])
+    code, out, err = children.run(cmd, env=env, timeout=duration + 120)
+    after = CpuSample.take(server_pids=[], postgres_pids=[])
+    tps = re.search(r"tps = ([\d.]+) \(without initial connection time\)", out)
+    latency = re.search(r"latency average = ([\d.]+) ms", out)
+    failed = re.search(r"number of failed transactions: (\d+)", out)
+    processed = re.search(r"number of transactions actually processed: (\d+)", out)
+    if code != 0 or not tps:
+        log(f"pgbench failed ({code}):\n{err[-2000:]}")
+    return {
+        "tps": float(tps.group(1)) if tps else None,
+        "latency_avg_ms": float(latency.group(1)) if latency else None,
+        "transactions": int(processed.group(1)) if processed else None,
+        "failed": int(failed.group(1)) if failed else None,
+        "exit_code": code,
+        "stderr_tail": err.strip()[-500:] if code != 0 else "",
+        "cpu": cpu_split(before, after),
+    }
+
+
+# --------------------------------------------------------------------------- report
+
+
+def _fmt(value, spec: str) -> str:
+    return "-" if value is None else format(value, spec)
+
+
+def format_table(rows: list[dict]) -> str:
+    header = (
+        f"{'variant':<8} {'conc':>4} {'orders/s':>9} {'p50 ms':>8} {'p99 ms':>8} {'errors':>6}"
+        f" {'pgbench tps':>11} {'ratio':>6}   {'service-run CPU %: gunicorn/pg/loadgen/other'}"
+    )
+    lines = [header, "-" * len(header)]
+    for row in rows:
+        s, p = row["service"], row.get("pgbench") or {}
+        cpu = s["cpu"]
+        pg_tps = "FAILED" if p and p.get("tps") is None else _fmt(p.get("tps"), ".1f")
+        lines.append(
+            f"{row['variant']:<8} {row['concurrency']:>4} {s['orders_per_s']:>9.1f}"
+            f" {_fmt(s['p50_ms'], '.1f'):>8} {_fmt(s['p99_ms'], '.1f'):>8} {s['errors']:>6}"
+            f" {pg_tps:>11} {_fmt(row.get('ratio'), '.3f'):>6}"
+            f"   {cpu['gunicorn_pct']}/{cpu['postgres_pct']}/{cpu['client_pct']}"
+            f"/{cpu['other_pct']} (machine {cpu['machine_pct']}%)"
+        )
+    return "\n".join(lines)
+
+
+def git_revision() -> str:
+    done = subprocess.run(
+        ["git", "describe", "--always", "--dirty"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    return done.stdout.strip() or "unknown"
+
+
+# --------------------------------------------------------------------------- main
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    cores = core_count()
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--duration", type=float, default=10.0, help="seconds per measurement")
+    parser.add_argument("--warmup", type=float, default=2.0, help="unmeasured seconds first")
+    parser.add_argument("--concurrency", default="1,8,32", help="comma-separated levels")
+    parser.add_argument(
+        "--variants",
+        default="normal,hot",
+        help="comma-separated: normal (2 fixed products), hot (1 product), spread (2 of 100)",
+    )
+    parser.add_argument(
+        "--database-url", default=os.environ.get("BENCH_DATABASE_URL", DEFAULT_DATABASE_URL)
+    )
+    parser.add_argument(
+        "--redis-url", default=os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0")
+    )
+    parser.add_argument(
+        "--workers",
+        type=int,
+        default=int(os.environ.get("WEB_CONCURRENCY") or max(4, 2 * cores)),
+        help="gunicorn workers (default: $WEB_CONCURRENCY, else max(4, 2 x cores))",
+    )
+    parser.add_argument(
+        "--loadgen-procs",
+        type=int,
+        default=None,
+        help="loadgen processes to spread the threads over (default: 1)",
+    )
+    parser.add_argument("--skip-pgbench", action="store_true")
+    args = parser.parse_args(argv)
+    args.levels = [int(c) for c in args.concurrency.split(",") if c.strip()]
+    args.variant_list = [v.strip() for v in args.variants.split(",") if v.strip()]
+    if set(args.variant_list) - set(VARIANTS):
+        parser.error(f"--variants takes some of {', '.join(VARIANTS)}")
+    args.cores = cores
+    return args
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    stamp = dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%SZ")
+    RESULTS_DIR.mkdir(exist_ok=True)
+    db = DbUrl.parse(args.database_url)
+    pgbench, pgbench_origin = find_pgbench()
+    pgbench_version = subprocess.run(
+        [pgbench, "--version"], capture_output=True, text=True, check=False
+    ).stdout.strip()
+    run_tag = secrets.token_hex(4)
+
+    env = os.environ | {
+        "DATABASE_URL": db.url,
+        "REDIS_URL": args.redis_url,
+        "SECRET_KEY": secrets.token_urlsafe(50),
+        "DEBUG": "0",
+        "LOG_LEVEL": "WARNING",
+        "ORDER_RATE_LIMIT": RAISED_RATE,
+        "API_RATE_LIMIT": RAISED_RATE,
+        # Own key prefixes in the shared Redis; every key has a TTL, nothing is flushed.
+        "RATE_LIMIT_KEY_PREFIX": f"orders-bench:{run_tag}:rl",
+        "CACHE_KEY_PREFIX": f"orders-bench:{run_tag}",
+        # Every committed order nudges Celery (payment steps, outbox relay). Keep those
+        # messages out of the shared `orders` queue: a private queue, deleted at the end.
+        "CELERY_QUEUE": celery_queue(run_tag),
+        "WEB_CONCURRENCY": str(args.workers),
+        "WEB_GRACEFUL_TIMEOUT": "5",
+        "PYTHONUNBUFFERED": "1",
+    }
+    header = {
+        "timestamp": stamp,
+        "cores": args.cores,
+        "gunicorn_workers": args.workers,
+        "duration_s": args.duration,
+        "warmup_s": args.warmup,
+        "database": f"{db.host}:{db.port}/{db.name}",
+        "pgbench": f"{pgbench} ({pgbench_origin}; {pgbench_version})",
+        "python": platform.python_version(),
+        "git": git_revision(),
+        "load_average_at_start": os.getloadavg(),
+    }
+    print(
+        f"orders benchmark {stamp}: {args.cores} CPU cores (client, server, PostgreSQL and "
+        f"Redis share them), gunicorn workers={args.workers}, duration={args.duration:g}s "
+        f"+ warm-up {args.warmup:g}s, git {header['git']}",
+        flush=True,
+    )
+    print(f"pgbench: {header['pgbench']}", flush=True)
+
+    children = Children()
+    service = Service(
+        env=env, port=free_port(), log_path=RESULTS_DIR / f"orders-{stamp}-gunicorn.log"
+    )
+
+    def on_signal(signum, frame):
+        raise KeyboardInterrupt(f"signal {signum}")
+
+    # SIGINT too: a shell starting us in the background leaves it ignored otherwise.
+    signal.signal(signal.SIGINT, on_signal)
+    signal.signal(signal.SIGTERM, on_signal)
+    rows: list[dict] = []
+    try:
+        prepare_database(db, env)
+        products = upsert_products(db)
+        api_key = manage(["create_api_client", f"bench-{stamp}-{run_tag}"], env).strip()
+        with db.connect() as conn:
+            client_id = conn.execute(
+                "SELECT id::text FROM orders_apiclient WHERE name = %s",
+                [f"bench-{stamp}-{run_tag}"],
+            ).fetchone()[0]
+        log(f"starting gunicorn on port {service.port} ({args.workers} workers)")
+        service.start()
+        service.new_log_problems()  # startup noise (e.g. the staticfiles warning) is not load
+        for variant in args.variant_list:
+            chosen = {
+                "normal": [products["BENCH-A"], products["BENCH-B"]],
+                "hot": [products["BENCH-HOT"]],
+                "spread": [products[f"BENCH-S-{n}"] for n in SPREAD_RANGE],
+            }[variant]
+            for concurrency in args.levels:
+                log(f"service: {variant} c={concurrency}")
+                result = run_service_phase(
+                    children=children,
+                    service=service,
+                    db=db,
+                    api_key=api_key,
+                    products=[p.id for p in chosen],
+                    variant=variant,
+                    concurrency=concurrency,
+                    args=args,
+                    run_tag=run_tag,
+                )
+                row = {"variant": variant, "concurrency": concurrency, "service": result}
+                if not args.skip_pgbench:
+                    log(f"pgbench: {variant} c={concurrency}")
+                    row["pgbench"] = run_pgbench_phase(
+                        children=children,
+                        pgbench=pgbench,
+                        db=db,
+                        client_id=client_id,
+                        products=sorted(chosen, key=lambda p: p.id),
+                        variant=variant,
+                        concurrency=concurrency,
+                        duration=args.duration,
+                    )
+                    tps = row["pgbench"]["tps"]
+                    row["ratio"] = round(result["orders_per_s"] / tps, 4) if tps else None
+                rows.append(row)
+                if result["errors"] or result["log_problems"]:
+                    log(
+                        f"  {result['errors']} non-201 responses {result['statuses']}, "
+                        f"{result['log_problems']} suspicious log lines; samples: "
+                        f"{result['error_samples'][:2]} {result['log_problem_samples'][:2]}"
+                    )
+    except KeyboardInterrupt:
+        log("interrupted: stopping what this run started")
+        return 130
+    finally:
+        children.kill_all()
+        service.stop()
+        redis_cleanup(args.redis_url, run_tag)
+
+    print()
+    print(format_table(rows))
+    print(
+        "\nratio = service orders/s / pgbench tps. CPU % = percent of one core during the "
+        f"service run (max {100 * args.cores}%): gunicorn workers, PostgreSQL backends of the "
+        "bench database, the loadgen, and the rest (Redis, other PostgreSQL processes, "
+        "anything else running on the machine)"
+    )
+    out_path = RESULTS_DIR / f"orders-{stamp}.json"
+    out_path.write_text(json.dumps({"header": header, "rows": rows}, indent=2) + "\n")
+    print(
+        f"results: {out_path.relative_to(ROOT)}  gunicorn log: {service.log_path.relative_to(ROOT)}"
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
