@@ -101,7 +101,7 @@ def sink_publish(events: Sequence) -> list[PublishResult | Exception]:
     prepared: list[Exception | None] = []
     for event in events:
         fields = stream_fields(event)
-        size = sum(len(value) for value in fields)
+        size = sum(len(value.encode()) for value in fields)  # bytes, not characters
         if size > settings.OUTBOX_MAX_EVENT_BYTES:
             prepared.append(PoisonEvent(f"event is {size} bytes, over OUTBOX_MAX_EVENT_BYTES"))
             continue
