@@ -28,6 +28,11 @@ return {1, entry}
 """
 
 
+# Errors that say "the sink cannot take writes now", not "this event is bad": a replica
+# failover's READONLY belongs here too, so it pauses the relay instead of spending attempts.
+_UNAVAILABLE = (redis.ConnectionError, redis.TimeoutError, redis.exceptions.ReadOnlyError)
+
+
 class SinkUnavailable(Exception):
     """The sink cannot be reached: pause and retry later, spending no attempt."""
 
@@ -113,7 +118,7 @@ def sink_publish(events: Sequence) -> list[PublishResult | Exception]:
         )
     try:
         replies = iter(pipeline.execute(raise_on_error=False))
-    except (redis.ConnectionError, redis.TimeoutError) as exc:
+    except _UNAVAILABLE as exc:
         raise SinkUnavailable(f"{type(exc).__name__}: {exc}") from exc
     results: list[PublishResult | Exception] = []
     for error in prepared:
@@ -121,7 +126,7 @@ def sink_publish(events: Sequence) -> list[PublishResult | Exception]:
             results.append(error)
             continue
         reply = next(replies)
-        if isinstance(reply, (redis.ConnectionError, redis.TimeoutError)):
+        if isinstance(reply, _UNAVAILABLE):
             raise SinkUnavailable(str(reply))
         if isinstance(reply, Exception):
             results.append(reply)
