@@ -43,6 +43,7 @@ INSTALLED_APPS = [
     "django_prometheus",
     "simple_history",
     "orders_project.common",
+    "orders_project.operations",
     "catalog",
     "orders",
     "payments",
@@ -205,7 +206,6 @@ OUTBOX_RETENTION = env_int("OUTBOX_RETENTION", 7 * 24 * 3600)  # seconds
 OUTBOX_RELAY_INTERVAL = float(os.environ.get("OUTBOX_RELAY_INTERVAL", "1"))
 OUTBOX_RELAY_TIME_BUDGET = float(os.environ.get("OUTBOX_RELAY_TIME_BUDGET", "10"))
 OUTBOX_NUDGE_ON_COMMIT = env_bool("OUTBOX_NUDGE_ON_COMMIT", True)
-OUTBOX_NUDGE_MIN_INTERVAL = float(os.environ.get("OUTBOX_NUDGE_MIN_INTERVAL", "0.05"))
 
 # Celery: Redis is the broker; tasks arrive in later issues.
 CELERY_BROKER_URL = os.environ.get("CELERY_BROKER_URL", REDIS_URL)

@@ -4,8 +4,16 @@ from drf_spectacular.views import SpectacularAPIView, SpectacularRedocView, Spec
 
 from orders_project.common.health import healthz, readyz
 from orders_project.common.metrics import metrics_view
+from orders_project.operations.views import operations_dashboard
 
 urlpatterns = [
+    # Before admin.site.urls, whose catch-all would claim the path; admin_view requires a
+    # staff login, the view itself the page permission.
+    path(
+        "admin/operations/",
+        admin.site.admin_view(operations_dashboard),
+        name="admin-operations",
+    ),
     path("admin/", admin.site.urls),
     path("api/v1/", include("catalog.api.urls")),
     path("api/v1/", include("orders.api.urls")),

@@ -7,6 +7,8 @@ from datetime import timedelta
 from celery import shared_task
 from django.conf import settings
 
+from orders_project.common.nudge import nudge_clear
+from outbox.nudge import RELAY_TASK
 from outbox.relay import relay_until_idle
 from outbox.services import outbox_purge_published
 
@@ -15,6 +17,7 @@ from outbox.services import outbox_purge_published
 # a killed run's rows are re-claimable soon after, never while it could still write.
 @shared_task(acks_late=True, soft_time_limit=20, time_limit=25, ignore_result=True)
 def relay_outbox() -> dict:
+    nudge_clear(RELAY_TASK)
     report = relay_until_idle()
     return {"published": report.published, "dead": report.dead, "paused": report.paused}
 

@@ -4,6 +4,8 @@ import time
 
 from celery import shared_task
 
+from orders_project.common.nudge import nudge_clear
+from payments.nudge import STEPS_TASK
 from payments.services import payment_steps_run, webhook_retry_waiting
 
 
@@ -11,6 +13,7 @@ from payments.services import payment_steps_run, webhook_retry_waiting
 # time limit stays below the step lease so a killed run's rows are re-claimed, not doubled.
 @shared_task(acks_late=True, soft_time_limit=20, time_limit=25, ignore_result=True)
 def run_payment_steps() -> int:
+    nudge_clear(STEPS_TASK)
     total, deadline = 0, time.monotonic() + 10
     while time.monotonic() < deadline:
         report = payment_steps_run()

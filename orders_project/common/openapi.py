@@ -9,10 +9,11 @@ from __future__ import annotations
 from http import HTTPStatus
 
 from drf_spectacular.extensions import OpenApiAuthenticationExtension
-from drf_spectacular.utils import OpenApiResponse
+from drf_spectacular.utils import OpenApiParameter, OpenApiResponse
 from rest_framework import serializers
 
 from orders_project.common.auth import API_KEY_HEADER
+from orders_project.common.pagination import MAX_PAGE_SIZE, StrictCursorPagination
 from orders_project.common.problems import PROBLEM_CONTENT_TYPE
 
 
@@ -45,6 +46,15 @@ def problem_responses(*statuses: int) -> dict:
         )
         for status in statuses
     }
+
+
+def page_size_parameter() -> OpenApiParameter:
+    """`?page_size=` as StrictCursorPagination accepts it (anything else is a 400)."""
+    return OpenApiParameter(
+        "page_size",
+        {"type": "integer", "minimum": 1, "maximum": MAX_PAGE_SIZE},
+        description=f"1–{MAX_PAGE_SIZE}, default {StrictCursorPagination.page_size}.",
+    )
 
 
 class ApiKeyAuthenticationScheme(OpenApiAuthenticationExtension):

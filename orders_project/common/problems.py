@@ -17,6 +17,7 @@ from typing import Any
 
 from django.conf import settings
 from django.core.exceptions import PermissionDenied, RequestDataTooBig, SuspiciousOperation
+from django.db import InterfaceError, OperationalError
 from django.http import Http404, HttpRequest, HttpResponse
 from rest_framework import exceptions as drf_exceptions
 from rest_framework.response import Response
@@ -206,6 +207,18 @@ def too_large_response() -> HttpResponse:
     return problem_response(**_TOO_LARGE_FIELDS, detail=_too_large_detail())
 
 
+def database_unavailable_response() -> HttpResponse:
+    # Connection refused or lost, server restarting, deadlock or lock timeout: transient, and
+    # the transaction rolled back, so the client may retry the same request (same key).
+    return problem_response(
+        status=503,
+        code="service_unavailable",
+        title="Service unavailable",
+        detail="The database is unavailable for a moment; the request changed nothing. Retry.",
+        headers={"Retry-After": "1"},
+    )
+
+
 def internal_error_response() -> HttpResponse:
     return problem_response(
         status=500,
@@ -240,6 +253,12 @@ class ProblemMiddleware:
             return too_large_response()
         if isinstance(exception, SuspiciousOperation):
             return problem_response(status=400, code="bad_request", title="Bad request")
+        if isinstance(exception, (OperationalError, InterfaceError)):
+            logger.warning(
+                "database unavailable",
+                extra={"path": request.path, "error": f"{type(exception).__name__}: {exception}"},
+            )
+            return database_unavailable_response()
         logger.exception("unhandled exception", extra={"path": request.path})
         return internal_error_response()
 

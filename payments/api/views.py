@@ -3,15 +3,20 @@
 from __future__ import annotations
 
 import json
+import re
 from decimal import Decimal, InvalidOperation
 from uuid import UUID
 
 from django.conf import settings
-from drf_spectacular.utils import OpenApiResponse, extend_schema
+from drf_spectacular.extensions import OpenApiAuthenticationExtension
+from drf_spectacular.utils import extend_schema, extend_schema_field
+from rest_framework import serializers
+from rest_framework.authentication import BaseAuthentication
 from rest_framework.parsers import BaseParser
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from orders_project.common.openapi import problem_responses
 from orders_project.common.problems import DomainError
 from payments import metrics
 from payments.services import webhook_receive
@@ -57,15 +62,24 @@ def _is_uuid(value) -> bool:
     return True
 
 
+AMOUNT_PATTERN = r"^-?[0-9]+(\.[0-9]+)?$"
+
+
 def _is_amount(value) -> bool:
-    # A decimal string (or a JSON number): anything else would fail the amount comparison
-    # later, inside the inbox transaction, as a 500 instead of a 400.
+    # A plain decimal string ("25.00") or a JSON number: anything else would fail the
+    # amount comparison later, inside the inbox transaction, as a 500 instead of a 400.
     if isinstance(value, bool) or not isinstance(value, str | int | float):
+        return False
+    if isinstance(value, str) and not re.fullmatch(AMOUNT_PATTERN, value, flags=re.ASCII):
         return False
     try:
         return Decimal(str(value)).is_finite()
     except InvalidOperation:
         return False
+
+
+def _is_optional_str(container: dict, name: str) -> bool:
+    return name not in container or isinstance(container[name], str)
 
 
 def _parse_event(body: bytes) -> dict:
@@ -84,6 +98,8 @@ def _parse_event(body: bytes) -> dict:
         or len(data["payment_id"]) > 100
         or not _is_amount(data.get("amount"))
         or not isinstance(data.get("currency"), str)
+        or not _is_optional_str(data, "failure_reason")
+        or not _is_optional_str(event, "created_at")
     ):
         raise WebhookMalformed(
             "Expected {type: payment.succeeded|payment.failed|refund.succeeded, "
@@ -92,18 +108,76 @@ def _parse_event(body: bytes) -> dict:
     return event
 
 
+class StandardWebhooksSignature(BaseAuthentication):
+    """Names the webhook's authentication in the schema. It authenticates nothing itself:
+    the view verifies the signature on the raw body (see `webhook_verify`)."""
+
+    def authenticate(self, request):
+        return None
+
+
+class StandardWebhooksSignatureScheme(OpenApiAuthenticationExtension):
+    target_class = StandardWebhooksSignature
+    name = "StandardWebhooks"
+
+    def get_security_definition(self, auto_schema):
+        return {
+            "type": "apiKey",
+            "in": "header",
+            "name": "webhook-signature",
+            "description": (
+                "Standard Webhooks: `webhook-signature: v1,<base64 HMAC-SHA256 of "
+                '"{webhook-id}.{webhook-timestamp}.{raw body}">` (several, space-separated, '
+                "during a secret rotation), with the `webhook-id` and `webhook-timestamp` "
+                "(Unix seconds, within 300 s of now) headers."
+            ),
+        }
+
+
+@extend_schema_field(
+    {
+        "oneOf": [{"type": "string", "pattern": AMOUNT_PATTERN}, {"type": "number"}],
+        "example": "25.00",
+    }
+)
+class WebhookAmountField(serializers.Field):
+    pass
+
+
+class WebhookEventDataSerializer(serializers.Serializer):
+    payment_id = serializers.CharField(max_length=100)
+    order_id = serializers.UUIDField()
+    amount = WebhookAmountField(help_text="Decimal string; a JSON number is accepted too.")
+    currency = serializers.CharField(allow_blank=True)
+    failure_reason = serializers.CharField(required=False, allow_blank=True)
+
+
+class WebhookEventSerializer(serializers.Serializer):
+    """Documents the provider's body; the view parses the raw bytes itself."""
+
+    type = serializers.ChoiceField(choices=EVENT_TYPES)
+    data = WebhookEventDataSerializer()
+    created_at = serializers.CharField(required=False, allow_blank=True, help_text="ISO 8601.")
+
+
+class WebhookAcceptedSerializer(serializers.Serializer):
+    status = serializers.CharField(
+        help_text="applied, ignored, mismatch, waiting, unmatched or duplicate."
+    )
+    detail = serializers.CharField(allow_blank=True)
+
+
 @extend_schema(
     tags=["payments"],
-    request={"application/json": {"type": "object"}},
-    responses={
-        200: OpenApiResponse(description="accepted (or a duplicate, acknowledged)"),
-        400: OpenApiResponse(description="malformed"),
-        401: OpenApiResponse(description="bad or missing signature, stale timestamp"),
-        413: OpenApiResponse(description="body over 64 KiB"),
-    },
+    request={"application/json": WebhookEventSerializer},
+    responses={200: WebhookAcceptedSerializer, **problem_responses(400, 401, 413)},
+    description=(
+        "200 also for a redelivery (acknowledged, changes nothing); 400 `webhook_malformed`; "
+        "401 `webhook_signature_invalid` (missing, bad or stale); 413 `payload_too_large`."
+    ),
 )
 class PaymentWebhookView(APIView):
-    authentication_classes: list = []
+    authentication_classes = [StandardWebhooksSignature]
     permission_classes: list = []
     throttle_classes: list = []  # the provider retries; limiting it only delays money
     parser_classes = [RawBodyParser]
