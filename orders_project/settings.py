@@ -19,7 +19,14 @@ BASE_DIR = Path(__file__).resolve().parent.parent
 DEFAULT_SECRET_KEY = "insecure-default-change-me"  # noqa: S105 - the value production refuses
 
 DEBUG = env_bool("DEBUG", False)
-SECRET_KEY = os.environ.get("SECRET_KEY", DEFAULT_SECRET_KEY)
+# `make run` generates a key once into .local/secret_key; reading it here lets a developer
+# run `manage.py ...` by hand in the same checkout. Production sets SECRET_KEY.
+_LOCAL_SECRET_KEY_FILE = BASE_DIR / ".local" / "secret_key"
+SECRET_KEY = os.environ.get("SECRET_KEY") or (
+    _LOCAL_SECRET_KEY_FILE.read_text().strip()
+    if _LOCAL_SECRET_KEY_FILE.is_file()
+    else DEFAULT_SECRET_KEY
+)
 if not DEBUG and SECRET_KEY in ("", DEFAULT_SECRET_KEY):
     raise ImproperlyConfigured(
         "SECRET_KEY is empty or the default: set SECRET_KEY (make run generates one in .local/)"
@@ -279,6 +286,11 @@ LOGGING = {
         # Django's own request logger repeats what the access log says, with HTML-era detail.
         "django.request": {"level": "CRITICAL", "propagate": True},
         "django.server": {"level": "WARNING", "propagate": True},
+        # One line per task received/succeeded/sent every second drowns everything else;
+        # failures are still logged at WARNING and above.
+        "celery.app.trace": {"level": "WARNING", "propagate": True},
+        "celery.worker.strategy": {"level": "WARNING", "propagate": True},
+        "celery.beat": {"level": "WARNING", "propagate": True},
     },
 }
 

@@ -42,6 +42,9 @@ def _check_redis() -> str | None:
         settings.REDIS_URL,
         socket_connect_timeout=settings.REDIS_SOCKET_TIMEOUT,
         socket_timeout=settings.REDIS_SOCKET_TIMEOUT,
+        # One attempt: redis-py's default retries a refused connection with backoff for
+        # ~4 s, which would hold a web worker (and outlast a probe's timeout) per probe.
+        retry=None,
     )
     try:
         client.ping()

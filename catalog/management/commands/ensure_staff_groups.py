@@ -23,6 +23,11 @@ STAFF_GROUPS: dict[str, list[str]] = {
         "orders.add_apiclient",
         "orders.change_apiclient",
     ],
+    # The operations page, and the outbox list its lag and dead-letter figures link to.
+    "Operations": [
+        "operations.view_dashboard",
+        "outbox.view_outboxevent",
+    ],
 }
 
 
