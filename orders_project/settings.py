@@ -21,12 +21,19 @@ DEFAULT_SECRET_KEY = "insecure-default-change-me"  # noqa: S105 - the value prod
 DEBUG = env_bool("DEBUG", False)
 # `make run` generates a key once into .local/secret_key; reading it here lets a developer
 # run `manage.py ...` by hand in the same checkout. Production sets SECRET_KEY.
-_LOCAL_SECRET_KEY_FILE = BASE_DIR / ".local" / "secret_key"
+_LOCAL_SECRET_KEY_FILE = Path(
+    os.environ.get("LOCAL_SECRET_KEY_FILE", BASE_DIR / ".local" / "secret_key")
+)
 SECRET_KEY = os.environ.get("SECRET_KEY") or (
     _LOCAL_SECRET_KEY_FILE.read_text().strip()
     if _LOCAL_SECRET_KEY_FILE.is_file()
     else DEFAULT_SECRET_KEY
 )
+# ENVIRONMENT=production (set by docker-compose) forbids DEBUG outright: a debug page in
+# production would leak settings and stack traces.
+ENVIRONMENT = os.environ.get("ENVIRONMENT", "local")
+if ENVIRONMENT == "production" and DEBUG:
+    raise ImproperlyConfigured("DEBUG must be off when ENVIRONMENT=production")
 if not DEBUG and SECRET_KEY in ("", DEFAULT_SECRET_KEY):
     raise ImproperlyConfigured(
         "SECRET_KEY is empty or the default: set SECRET_KEY (make run generates one in .local/)"
