@@ -171,6 +171,17 @@ def payment_steps_run(*, limit: int = 50) -> StepsReport:
                 extra={"payment_id": str(payment.pk), "step": step, "error": str(exc)},
             )
             continue
+        except Exception as exc:
+            # A bug or an unexpected answer must not hold the rest of the batch until the
+            # lease ends: record it on this payment, retry slowly, and carry on.
+            logger.exception(
+                "saga step failed", extra={"payment_id": str(payment.pk), "step": step}
+            )
+            _record_retry(
+                payment=payment, token=token, error=f"{type(exc).__name__}: {exc}", slow=True
+            )
+            metrics.SAGA_STEPS.labels(step=step, outcome="error").inc()
+            continue
         metrics.SAGA_STEPS.labels(step=step, outcome="ok").inc()
         report.succeeded += 1
     return report
@@ -287,12 +298,27 @@ def _step_cancel(payment: Payment, token: UUID) -> None:
 
 
 def _step_refund(payment: Payment, token: UUID) -> None:
-    provider_refund_payment(provider_payment_id=payment.provider_payment_id)
-    if _finish_step(
-        payment=payment,
-        token=token,
-        expected=PaymentStatus.REFUND_REQUESTED,
-        changes={"status": PaymentStatus.REFUND_PENDING},
+    try:
+        provider_refund_payment(provider_payment_id=payment.provider_payment_id)
+        changes = {"status": PaymentStatus.REFUND_PENDING}
+    except ProviderRejected as exc:
+        # No money was taken after all (the provider cancelled or declined it): there is
+        # nothing to give back, and retrying the refund would never end.
+        settled = {
+            "payment_cancelled": PaymentStatus.CANCELLED,
+            "payment_failed": PaymentStatus.FAILED,
+        }.get(exc.body.get("error"))
+        if settled is None:
+            raise
+        changes = {"status": settled}
+    if (
+        _finish_step(
+            payment=payment,
+            token=token,
+            expected=PaymentStatus.REFUND_REQUESTED,
+            changes=changes,
+        )
+        and changes["status"] == PaymentStatus.REFUND_PENDING
     ):
         metrics.REFUNDS.labels(stage="requested").inc()
 

@@ -82,11 +82,34 @@ def _is_optional_str(container: dict, name: str) -> bool:
     return name not in container or isinstance(container[name], str)
 
 
+def _is_storable(document) -> bool:
+    """Whether PostgreSQL can store the parsed body as jsonb: JSON may escape NUL (\\u0000)
+    and lone surrogates (\\ud800), which jsonb and UTF-8 cannot hold (a 500 otherwise)."""
+    pending = [document]
+    while pending:
+        value = pending.pop()
+        if isinstance(value, dict):
+            pending.extend(value.keys())
+            pending.extend(value.values())
+        elif isinstance(value, list):
+            pending.extend(value)
+        elif isinstance(value, str):
+            if "\x00" in value:
+                return False
+            try:
+                value.encode("utf-8")
+            except UnicodeEncodeError:
+                return False
+    return True
+
+
 def _parse_event(body: bytes) -> dict:
     try:
         event = json.loads(body)
     except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as exc:
         raise WebhookMalformed("The body is not JSON.") from exc
+    if not _is_storable(event):
+        raise WebhookMalformed("The body contains NUL characters or unpaired surrogates.")
     data = event.get("data") if isinstance(event, dict) else None
     if (
         not isinstance(event, dict)
