@@ -8,6 +8,7 @@ from django.conf import settings
 from rest_framework.test import APIClient
 
 from tests.factories import make_api_client
+from tests.fuzz.summary import pytest_terminal_summary  # noqa: F401 (prints the fuzz summary)
 
 
 @pytest.fixture(scope="session", autouse=True)

@@ -8,7 +8,7 @@ from rest_framework.generics import ListAPIView, RetrieveAPIView
 
 from catalog.api.serializers import ProductOutputSerializer
 from catalog.selectors import product_get_active, product_list_active
-from orders_project.common.openapi import problem_responses
+from orders_project.common.openapi import page_size_parameter, problem_responses
 from orders_project.common.pagination import CreatedCursorPagination
 
 SEARCH_MAX_LENGTH = 100
@@ -29,9 +29,9 @@ class ProductFilterSerializer(serializers.Serializer):
             OpenApiTypes.STR,
             description=f"Case-insensitive substring of name or sku (≤ {SEARCH_MAX_LENGTH}).",
         ),
-        OpenApiParameter("page_size", OpenApiTypes.INT, description="1–100, default 20."),
+        page_size_parameter(),
     ],
-    responses={200: ProductOutputSerializer(many=True), **problem_responses(400)},
+    responses={200: ProductOutputSerializer(many=True), **problem_responses(400, 429)},
 )
 class ProductListView(ListAPIView):
     serializer_class = ProductOutputSerializer
@@ -46,7 +46,7 @@ class ProductListView(ListAPIView):
 
 @extend_schema(
     tags=["products"],
-    responses={200: ProductOutputSerializer, **problem_responses(404)},
+    responses={200: ProductOutputSerializer, **problem_responses(404, 429)},
 )
 class ProductDetailView(RetrieveAPIView):
     serializer_class = ProductOutputSerializer

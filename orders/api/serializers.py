@@ -27,7 +27,10 @@ class OrderLineInputSerializer(serializers.Serializer):
 
 class OrderCreateInputSerializer(serializers.Serializer):
     email = serializers.EmailField(max_length=254)
-    items = OrderLineInputSerializer(many=True, allow_empty=False, max_length=MAX_LINES)
+    # A ListField (not many=True) so that the schema states minItems/maxItems too.
+    items = serializers.ListField(
+        child=OrderLineInputSerializer(), allow_empty=False, min_length=1, max_length=MAX_LINES
+    )
 
     def validate_items(self, items):
         seen: set = set()
@@ -49,8 +52,9 @@ class OrderCreateInputSerializer(serializers.Serializer):
 
 
 class OrderListQuerySerializer(serializers.Serializer):
-    status = serializers.ChoiceField(choices=OrderStatus.choices, required=False)
-    email = serializers.EmailField(required=False)
+    # An empty value (`?status=`) is no filter, as if the parameter were absent.
+    status = serializers.ChoiceField(choices=OrderStatus.choices, required=False, allow_blank=True)
+    email = serializers.EmailField(required=False, allow_blank=True)
 
 
 class OrderItemOutputSerializer(serializers.ModelSerializer):

@@ -5,7 +5,8 @@ from __future__ import annotations
 from django.conf import settings
 from django.http import HttpResponse
 from drf_spectacular.types import OpenApiTypes
-from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
+from drf_spectacular.utils import OpenApiParameter, extend_schema
+from rest_framework import serializers
 from rest_framework.renderers import JSONRenderer
 from rest_framework.response import Response
 from rest_framework.views import APIView
@@ -19,6 +20,7 @@ from orders.api.serializers import (
 )
 from orders.errors import OrderNotFound
 from orders.idempotency import (
+    MAX_KEY_LENGTH,
     StoredResponse,
     idempotency_claim,
     idempotency_key_parse,
@@ -30,12 +32,25 @@ from orders.models import CancelReason
 from orders.selectors import order_get_for_client, order_list_for_client
 from orders.services import OrderLine, order_cancel, order_create
 from orders_project.common.auth import HasApiKey
+from orders_project.common.openapi import page_size_parameter, problem_responses
 from orders_project.common.pagination import NewestFirstCursorPagination
 from orders_project.common.ratelimit import rate_limit_enforce
 
 IDEMPOTENCY_HEADER = "Idempotency-Key"
+REPLAYED_HEADER = "Idempotent-Replayed"
 # Business refusals that are stored and replayed like a success (SPEC §3).
 STORED_REFUSALS = (InsufficientStock, ProductUnavailable)
+
+
+class OrderPageSerializer(serializers.Serializer):
+    """One cursor page of orders, as NewestFirstCursorPagination renders it."""
+
+    next = serializers.URLField(allow_null=True)
+    previous = serializers.URLField(allow_null=True)
+    results = OrderOutputSerializer(many=True)
+
+    class Meta:
+        ref_name = "PaginatedOrderList"
 
 
 def order_location(order_id) -> str:
@@ -50,7 +65,7 @@ def _stored_to_http(stored: StoredResponse, *, replayed: bool) -> HttpResponse:
     )
     if "Location" in stored.headers:
         response["Location"] = stored.headers["Location"]
-    response["Idempotent-Replayed"] = "true" if replayed else "false"
+    response[REPLAYED_HEADER] = "true" if replayed else "false"
     return response
 
 
@@ -61,10 +76,11 @@ class OrderListCreateView(APIView):
     @extend_schema(
         parameters=[
             OrderListQuerySerializer,
-            OpenApiParameter("page_size", OpenApiTypes.INT, description="1–100, default 20."),
+            page_size_parameter(),
             OpenApiParameter("cursor", OpenApiTypes.STR),
         ],
-        responses=OrderOutputSerializer(many=True),
+        responses={200: OrderPageSerializer, **problem_responses(400, 401, 429)},
+        operation_id="v1_orders_list",
     )
     def get(self, request):
         query = OrderListQuerySerializer(data=request.query_params)
@@ -82,14 +98,48 @@ class OrderListCreateView(APIView):
         request=OrderCreateInputSerializer,
         parameters=[
             OpenApiParameter(
-                IDEMPOTENCY_HEADER, OpenApiTypes.STR, OpenApiParameter.HEADER, required=True
-            )
+                IDEMPOTENCY_HEADER,
+                {
+                    "type": "string",
+                    "minLength": 1,
+                    "maxLength": MAX_KEY_LENGTH,
+                    # Printable ASCII; `""` is the quoted form of the empty key.
+                    "pattern": r'^(?!""$)[ -~]+$',
+                },
+                OpenApiParameter.HEADER,
+                required=True,
+                description=(
+                    f"1–{MAX_KEY_LENGTH} printable ASCII characters; the RFC 8941 quoted "
+                    'form (`"abc"`) equals the bare one.'
+                ),
+            ),
+            OpenApiParameter(
+                "Location",
+                OpenApiTypes.STR,
+                OpenApiParameter.HEADER,
+                required=True,
+                description="The order's URL.",
+                response=[201],
+            ),
+            OpenApiParameter(
+                REPLAYED_HEADER,
+                OpenApiTypes.STR,
+                OpenApiParameter.HEADER,
+                required=True,
+                enum=["true", "false"],
+                description="`true` when the response is replayed from an earlier request.",
+                response=[201, 422],
+            ),
         ],
         responses={
             201: OrderOutputSerializer,
-            409: OpenApiResponse(description="insufficient_stock, idempotency_key_reused/in_use"),
-            422: OpenApiResponse(description="product_unavailable"),
+            **problem_responses(400, 401, 409, 413, 415, 422, 429),
         },
+        description=(
+            "400 `validation_error`, `idempotency_key_missing`, `idempotency_key_invalid`; "
+            "409 `insufficient_stock`, `idempotency_key_reused`, `idempotency_key_in_use`; "
+            "422 `product_unavailable`; 429 `rate_limited`."
+        ),
     )
     def post(self, request):
         key = idempotency_key_parse(request.headers.get(IDEMPOTENCY_HEADER))
@@ -148,7 +198,7 @@ def _outcome_label(stored: StoredResponse) -> str:
 class OrderDetailView(APIView):
     permission_classes = [HasApiKey]
 
-    @extend_schema(responses=OrderOutputSerializer)
+    @extend_schema(responses={200: OrderOutputSerializer, **problem_responses(401, 404, 429)})
     def get(self, request, order_id):
         order = order_get_for_client(client=request.user, order_id=order_id)
         if order is None:
@@ -160,7 +210,11 @@ class OrderDetailView(APIView):
 class OrderCancelView(APIView):
     permission_classes = [HasApiKey]
 
-    @extend_schema(request=None, responses=OrderOutputSerializer)
+    @extend_schema(
+        request=None,
+        responses={200: OrderOutputSerializer, **problem_responses(401, 404, 409, 429)},
+        description="409 `order_not_cancellable` once the order is paid.",
+    )
     def post(self, request, order_id):
         order_cancel(order_id=order_id, client=request.user, reason=CancelReason.CUSTOMER_REQUESTED)
         order = order_get_for_client(client=request.user, order_id=order_id)
