@@ -31,7 +31,7 @@ $(STAMP): requirements.txt | $(PY)
 
 install: $(STAMP) ## create .venv and install the pinned requirements (if changed)
 
-run: $(STAMP) ## set everything up and run web, worker and beat in the foreground (Ctrl-C stops)
+run: $(STAMP) ## set everything up and run web, worker, beat and the fake provider (Ctrl-C stops)
 	$(PY) -m scripts.run
 
 test: $(STAMP) ## set up, then lint and the whole test suite against real PostgreSQL and Redis
