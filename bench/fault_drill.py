@@ -13,9 +13,12 @@ What it does, on this machine only, with servers of its own:
 3. runs a load of orders from client threads (unique Idempotency-Key per order, the SAME key
    retried on errors and timeouts as a correct client does; normal and `+decline` emails;
    some orders cancelled) while a monitor polls /readyz, and meanwhile:
-   SIGKILLs one gunicorn worker (the master respawns it), SIGKILLs the Celery worker (and
-   starts a new one), SIGKILLs beat (and starts a new one), restarts PostgreSQL (SIGKILL, then
-   start on the same data dir and port) and restarts Redis (stop, then start);
+   SIGKILLs the busiest gunicorn worker (the master respawns it), SIGKILLs the Celery worker
+   (and starts a new one), SIGKILLs beat (and starts a new one), restarts PostgreSQL
+   (SIGKILL, then start on the same data dir and port) and restarts Redis (stop, then start;
+   its append-only file brings the stream, dedupe keys and queue back), while the fake
+   provider hangs (SIGSTOP) for longer than the payment deadline, so that orders expire and
+   late successes are refunded;
 4. lets the system settle (bounded: no order pending, no outbox row pending) and checks:
    the stock invariant for every product; every outbox event in the stream exactly once and
    in version order per aggregate, each order's events complete; no order in
@@ -96,6 +99,14 @@ def child_pids(pid: int) -> list[int]:
     return found
 
 
+def cpu_ticks(pid: int) -> int:
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0
+    return int(fields[11]) + int(fields[12])  # utime + stime
+
+
 @dataclass
 class Proc:
     """One service process in its own process group, logging to a file."""
@@ -147,6 +158,7 @@ class Proc:
         if self.popen is None:
             return
         if self.running():
+            self.signal_group(signal.SIGCONT)  # a stopped process cannot handle SIGTERM
             self.signal_group(signal.SIGTERM)
             with contextlib.suppress(subprocess.TimeoutExpired):
                 self.popen.wait(timeout=grace)
@@ -206,8 +218,10 @@ class Drill:
         self.stats = Stats()
         self.stop_load = threading.Event()  # no new orders
         self.hard_stop = threading.Event()  # stop retrying too
+        self.monitor_stop = threading.Event()
         self.threads: list[threading.Thread] = []
         self.readyz: list[tuple[float, str, tuple[str, ...]]] = []  # (t, status, failing)
+        self.readyz_probes = 0
         self.faults: list[dict] = []
         self.t0 = time.monotonic()
         self.api_key = ""
@@ -521,18 +535,18 @@ class Drill:
     def readyz_loop(self) -> None:
         import requests
 
-        session = requests.Session()
         last = None
-        while not self.hard_stop.is_set():
+        while not self.monitor_stop.is_set():
             try:
-                response = session.get(f"{self.web_url}/readyz", timeout=3)
+                response = requests.get(f"{self.web_url}/readyz", timeout=3)
                 status = str(response.status_code)
                 failing = ()
                 if response.status_code == 503:
                     with contextlib.suppress(ValueError):
                         failing = tuple(response.json().get("failing", ()))
-            except requests.RequestException as exc:
+            except Exception as exc:
                 status, failing = f"no answer ({type(exc).__name__})", ()
+            self.readyz_probes += 1
             if (status, failing) != last:
                 self.readyz.append((self.now(), status, failing))
                 last = (status, failing)
@@ -553,10 +567,28 @@ class Drill:
         record["end"] = self.now()
         self.faults.append(record)
 
+    def provider_outage(self) -> None:
+        hold = self.args.payment_timeout + 6
+
+        def action() -> dict:
+            provider = self.procs["provider"]
+            provider.signal_group(signal.SIGSTOP)
+            try:
+                self.hard_stop.wait(hold)
+            finally:
+                provider.signal_group(signal.SIGCONT)
+            return {"detail": f"provider SIGSTOPped for {hold}s, then SIGCONT"}
+
+        self.fault("provider hangs", action)
+
     def kill_web_worker(self) -> dict:
         master = self.procs["web"].pid
         workers = sorted(child_pids(master))
-        victim = workers[0]
+        # The busiest worker (most CPU over a short sample): likely mid-request, so a client
+        # sees its connection reset and must retry with the same key.
+        before = {pid: cpu_ticks(pid) for pid in workers}
+        time.sleep(0.15)
+        victim = max(workers, key=lambda pid: cpu_ticks(pid) - before[pid])
         os.kill(victim, signal.SIGKILL)
 
         def respawned() -> bool:
@@ -643,7 +675,12 @@ class Drill:
     # ----------------------------------------------------------------- figures & checks
 
     def figures(self) -> dict:
-        orders = dict(self.sql("SELECT status, count(*) FROM orders_order GROUP BY status"))
+        orders = dict(
+            self.sql(
+                "SELECT status || COALESCE(NULLIF(' ' || cancel_reason, ' '), ''), count(*) "
+                "FROM orders_order GROUP BY 1 ORDER BY 1"
+            )
+        )
         outbox = dict(self.sql("SELECT status, count(*) FROM outbox_outboxevent GROUP BY status"))
         payments = dict(self.sql("SELECT status, count(*) FROM payments_payment GROUP BY status"))
         stock = dict(self.sql("SELECT sku, stock FROM catalog_product ORDER BY sku"))
@@ -661,8 +698,9 @@ class Drill:
         }
 
     def settle(self) -> dict:
-        """Wait until no order is pending and no outbox row is pending, within a deadline
-        long enough for an unpaid order to expire and its events to be relayed."""
+        """Wait until no order is pending, no outbox row is pending and the saga owes the
+        provider no call, within a deadline long enough for an unpaid order to expire, its
+        payment to be cancelled and its events to be relayed."""
         deadline = time.monotonic() + self.args.payment_timeout + 45
         start = self.now()
         while True:
@@ -672,7 +710,11 @@ class Drill:
             (pending_events,) = self.sql(
                 "SELECT count(*) FROM outbox_outboxevent WHERE status = 'pending'"
             )[0]
-            if pending_orders == 0 and pending_events == 0:
+            (owed_steps,) = self.sql(
+                "SELECT count(*) FROM payments_payment WHERE status IN "
+                "('requesting', 'cancel_requested', 'refund_requested')"
+            )[0]
+            if pending_orders == 0 and pending_events == 0 and owed_steps == 0:
                 return {"settled": True, "seconds": round(self.now() - start, 1)}
             if time.monotonic() > deadline:
                 return {
@@ -680,6 +722,7 @@ class Drill:
                     "seconds": round(self.now() - start, 1),
                     "pending_orders": pending_orders,
                     "pending_events": pending_events,
+                    "payment_steps_owed": owed_steps,
                 }
             time.sleep(0.5)
 
@@ -737,7 +780,7 @@ class Drill:
             per_aggregate[(fields["aggregate_type"], fields["aggregate_id"])].append(
                 int(fields["version"])
             )
-        out_of_order = [key for key, versions in per_aggregate.items() if versions != sorted(versions)]
+        out_of_order = [k for k, versions in per_aggregate.items() if versions != sorted(versions)]
         gaps = [
             key
             for key, versions in per_aggregate.items()
@@ -790,6 +833,15 @@ class Drill:
             not wrong,
             f"{len(orders)} orders, {len(wrong)} with missing or wrong events"
             + (f": {wrong[:3]}" if wrong else ""),
+        )
+
+        expired = self.sql(
+            "SELECT count(*) FROM orders_order WHERE cancel_reason = 'payment_expired'"
+        )[0][0]
+        self.check(
+            "expiry exercised",
+            expired > 0,
+            f"{expired} orders cancelled as payment_expired while the provider hung",
         )
 
         # 4. nothing stuck past its deadline
@@ -846,10 +898,10 @@ class Drill:
         dead = {n: p.popen.returncode for n, p in self.procs.items() if not p.running()}
         self.check("processes alive", not dead, f"exited: {dead}" if dead else "all running")
         runs = self.beat_runs()
-        before = next((f.get("relay_runs_before") for f in self.faults if "relay_runs_before" in f), None)
+        before = next((f["relay_runs_before"] for f in self.faults if "relay_runs_before" in f), 0)
         self.check(
             "beat scheduling after its restart",
-            runs is not None and before is not None and runs > before,
+            runs is not None and runs > before,
             f"relay sent {before} times before the beat kill, {runs} by the end",
         )
 
@@ -884,29 +936,41 @@ class Drill:
         faults = [
             ("SIGKILL a gunicorn worker", self.kill_web_worker),
             ("SIGKILL the Celery worker", self.kill_celery_worker),
-            ("SIGKILL beat", self.kill_beat),
             ("restart PostgreSQL", self.restart_postgres),
             ("restart Redis", self.restart_redis),
+            # Last: a new beat waits up to RedBeat's lock timeout (25 s) to take over, and
+            # the expiry of the orders placed while the provider hangs needs a beat.
+            ("SIGKILL beat", self.kill_beat),
         ]
         load_end = time.monotonic() + self.args.duration
+        # The provider hangs (SIGSTOP) for longer than the payment deadline, overlapping the
+        # other faults: orders placed meanwhile expire, late successes get refunded.
+        pause = threading.Thread(target=self.provider_outage, daemon=True, name="provider")
         gap = max(2.0, (self.args.duration - 6) / (len(faults) + 1))
         time.sleep(min(gap, 5))
         self.report["at_first_fault"] = self.figures()
+        pause.start()
         for name, action in faults:
             self.fault(name, action)
             time.sleep(max(0.0, min(gap, load_end - time.monotonic() - 2)))
-        time.sleep(max(0.0, load_end - time.monotonic()))
+        # Load goes on for a while after the last recovery: the system serves again.
+        time.sleep(max(5.0, load_end - time.monotonic()))
         self.stop_load.set()
         log("load stopped; letting clients finish their retries")
         for thread in self.threads:
             thread.join(timeout=60)
+        pause.join(timeout=self.args.payment_timeout + 10)
         self.hard_stop.set()
         log("settling")
         self.report["settle"] = self.settle()
+        time.sleep(1)  # the monitor's view after settling
+        self.monitor_stop.set()
         monitor.join(timeout=5)
         self.report["after"] = self.figures()
+        self.faults.sort(key=lambda fault: fault["start"])
         self.report["faults"] = self.faults
         self.report["readyz_transitions"] = self.readyz
+        self.report["readyz_probes"] = self.readyz_probes
         self.report["client"] = self.client_figures()
         self.run_checks()
         if not self.report["settle"]["settled"]:
@@ -927,6 +991,7 @@ class Drill:
             "statuses": dict(sorted(s.statuses.items())),
             "5xx": sum(n for code, n in s.statuses.items() if code >= 500),
             "5xx_by_code": {c: n for c, n in s.problem_codes.items() if c.startswith("5")},
+            "problem_codes": dict(sorted(s.problem_codes.items())),
             "connection_errors": s.connection_errors,
             "timeouts": s.timeouts,
             "cancels_requested": s.cancels_requested,
@@ -940,6 +1005,7 @@ class Drill:
     def clean_up(self) -> None:
         self.stop_load.set()
         self.hard_stop.set()
+        self.monitor_stop.set()
         for name in ("web", "worker", "beat", "provider"):
             if name in self.procs:
                 self.procs[name].stop(grace=10)
@@ -984,6 +1050,7 @@ def print_report(report: dict) -> None:
             f"        5xx seen: {c['5xx']} {c['5xx_by_code'] or ''}; connection errors "
             f"{c['connection_errors']}, timeouts {c['timeouts']}; statuses {c['statuses']}"
         )
+        w(f"        problems by code: {c['problem_codes']}")
         w(
             f"        cancels: {c['cancels_requested']} requested → {c['cancel_outcomes']}; "
             f"unresolved keys: {c['unresolved_keys']}"
@@ -1012,7 +1079,7 @@ def print_report(report: dict) -> None:
     for fault in report.get("faults", []):
         status = "ok" if fault["ok"] else f"FAILED {fault.get('error', '')}"
         w(f"   t={fault['start']:>6}s {fault['fault']:<28} {status}: {fault.get('detail', '')}")
-    w("/readyz transitions (t, status, failing):")
+    w(f"/readyz transitions ({report.get('readyz_probes')} probes; t, status, failing):")
     for t, status, failing in report.get("readyz_transitions", []):
         w(f"   t={t:>6}s {status} {', '.join(failing)}")
     if report.get("settle"):

@@ -158,7 +158,9 @@ SHOP_CURRENCY = os.environ.get("SHOP_CURRENCY", "USD")
 ORDER_PAYMENT_TIMEOUT = env_int("ORDER_PAYMENT_TIMEOUT", 15 * 60)  # seconds
 IDEMPOTENCY_KEY_TTL = env_int("IDEMPOTENCY_KEY_TTL", 24 * 3600)  # seconds, at least
 # How long a claimed key stays "in use" if its request dies without releasing it.
-IDEMPOTENCY_LEASE_SECONDS = env_int("IDEMPOTENCY_LEASE_SECONDS", 30)
+# Short is safe: completing needs the claim token, so a request that outlived its lease
+# rolls back instead of storing a second outcome; long only delays retries after a crash.
+IDEMPOTENCY_LEASE_SECONDS = env_int("IDEMPOTENCY_LEASE_SECONDS", 10)
 ORDER_RATE_LIMIT = os.environ.get("ORDER_RATE_LIMIT", "5/60s")
 API_RATE_LIMIT = os.environ.get("API_RATE_LIMIT", "600/60s")
 RATE_LIMIT_KEY_PREFIX = os.environ.get("RATE_LIMIT_KEY_PREFIX", "orders:rl")

@@ -54,6 +54,9 @@ def _client() -> redis.Redis:
         socket_connect_timeout=settings.EVENT_STREAM_SOCKET_TIMEOUT,
         socket_timeout=settings.EVENT_STREAM_SOCKET_TIMEOUT,
         health_check_interval=30,
+        # redis-py retries a refused connection with backoff by default (~4 s); the relay
+        # has its own breaker and must learn of an outage at once.
+        retry=None,
     )
 
 

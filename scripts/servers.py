@@ -511,7 +511,8 @@ class RedisServer:
         return self.pid is not None and pid_alive(self.pid)
 
     def stop(self, timeout: float = 15.0) -> None:
-        """SIGTERM (nothing to save: persistence is off); SIGKILL if it hangs."""
+        """SIGTERM (with persistence on, Redis fsyncs its append-only file before exiting);
+        SIGKILL if it hangs."""
         if self.pid is None:
             return
         _signal(self.pid, signal.SIGTERM)
@@ -566,10 +567,15 @@ def start_redis(
     binary: RedisBinary | None = None,
     force_packages: bool | None = None,
     timeout: float = 30.0,
+    persist: bool = False,
 ) -> RedisServer:
-    """Start a daemonized redis-server without persistence; returns once it answers PING.
+    """Start a daemonized redis-server; returns once it answers PING.
 
-    If one from data_dir already runs on that port it is simply returned.
+    Without persistence by default: a restart comes back empty. `persist=True` turns the
+    append-only file on (fsync every second, and at a SIGTERM shutdown), as a production
+    Redis that carries an event stream would run: stop() and start_redis() again on the same
+    data dir then bring every key back. If one from data_dir already runs on that port it is
+    simply returned.
     """
     data_dir = Path(data_dir).absolute()
     running = running_redis(data_dir)
@@ -599,7 +605,7 @@ def start_redis(
     conf.write_text(
         f"port {port}\nbind {host}\ndaemonize yes\n"
         f"pidfile {_quote(pid_file)}\nlogfile {_quote(server.log_file)}\ndir {_quote(data_dir)}\n"
-        'save ""\nappendonly no\n'
+        'save ""\n' + ("appendonly yes\nappendfsync everysec\n" if persist else "appendonly no\n")
     )
     result = subprocess.run(
         [str(binary.path), str(conf)],

@@ -241,3 +241,26 @@ def test_unhandled_exception_is_logged_with_its_traceback(client, caplog):
 def test_every_error_carries_the_request_id(client):
     response = client.get("/nope", HTTP_X_REQUEST_ID="trace-me-1")
     assert response["X-Request-ID"] == "trace-me-1"
+
+
+# --- 503 (database unavailable) ---------------------------------------------------------
+
+
+@pytest.mark.parametrize("error_class", ["OperationalError", "InterfaceError"])
+def test_database_unavailable_is_503_problem_with_retry_after(error_class):
+    # given a request whose view hit a database that is down (a restart, a failover)
+    from django import db
+    from django.test import RequestFactory
+
+    from orders_project.common.problems import ProblemMiddleware
+
+    request = RequestFactory().post("/api/v1/orders/")
+    middleware = ProblemMiddleware(lambda r: None)
+    # when the exception reaches the middleware
+    response = middleware.process_exception(
+        request, getattr(db, error_class)("the database system is starting up")
+    )
+    # then the client gets a retryable 503, not a 500 with a trace
+    body = assert_problem(response, status=503, code="service_unavailable")
+    assert response["Retry-After"] == "1"
+    assert "starting up" not in body["detail"]
