@@ -9,10 +9,11 @@ plus the admin's own LogEntry.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, cast
 
 from django import forms
 from django.contrib import admin, messages
+from django.contrib.auth.base_user import AbstractBaseUser
 from django.core.exceptions import PermissionDenied
 from django.db.models import QuerySet
 from django.http import HttpRequest
@@ -68,7 +69,8 @@ class ProductAdminForm(forms.ModelForm):
         return self.instance.pk is not None and not self.instance._state.adding
 
     def clean(self) -> dict[str, Any]:
-        cleaned = super().clean()
+        # BaseModelForm.clean returns cleaned_data; django-stubs types it as returning None.
+        cleaned: dict[str, Any] = super().clean()  # type: ignore[assignment]
         if not self.is_change or "stock" not in self.fields:
             return cleaned
         seen, entered = cleaned.get("stock_seen"), cleaned.get("stock")
@@ -91,6 +93,11 @@ class ProductAdminForm(forms.ModelForm):
         return cleaned
 
 
+def _staff_user(request: HttpRequest) -> AbstractBaseUser:
+    # The admin site lets only authenticated staff in; request.user is never anonymous here.
+    return cast(AbstractBaseUser, request.user)
+
+
 @admin.register(Product)
 class ProductAdmin(SimpleHistoryAdmin):
     form = ProductAdminForm
@@ -107,7 +114,7 @@ class ProductAdmin(SimpleHistoryAdmin):
         main = ["sku", "name", "description", "price", "stock", "is_active"]
         if obj is not None and self.has_change_permission(request, obj):
             main.append("stock_seen")
-        fieldsets = [(None, {"fields": main})]
+        fieldsets: list[tuple[str | None, dict[str, Any]]] = [(None, {"fields": main})]
         if obj is not None:
             fieldsets.append(("Record", {"fields": ["id", "created_at", "updated_at"]}))
         return fieldsets
@@ -119,7 +126,7 @@ class ProductAdmin(SimpleHistoryAdmin):
     def save_model(self, request: HttpRequest, obj: Product, form: ProductAdminForm, change: bool):
         if not change:
             created = product_create(
-                changed_by=request.user,
+                changed_by=_staff_user(request),
                 **{name: form.cleaned_data[name] for name in form.Meta.fields},
             )
             _copy_fields(source=created, target=obj)
@@ -136,7 +143,7 @@ class ProductAdmin(SimpleHistoryAdmin):
             fields=fields,
             stock_seen=seen,
             stock_entered=entered,
-            changed_by=request.user,
+            changed_by=_staff_user(request),
         )
         _copy_fields(source=updated, target=obj)
         if updated.stock != entered:
@@ -175,7 +182,7 @@ class ProductAdmin(SimpleHistoryAdmin):
         changed = product_set_active(
             product_ids=[product.pk for product in queryset.only("pk")],
             is_active=is_active,
-            changed_by=request.user,
+            changed_by=_staff_user(request),
         )
         verb = "Activated" if is_active else "Deactivated"
         for product in to_change:

@@ -18,6 +18,9 @@ from orders.services import api_client_create, api_client_revoke, order_cancel
 from outbox.selectors import outbox_events_for_aggregate
 
 REVOKE_BUTTON = "_revoke"
+# Set on the instance being saved and read back while rendering the same response.
+ISSUED_KEY_ATTR = "_issued_key"
+REVOKED_ATTR = "_revoked"
 
 
 @admin.register(ApiClient)
@@ -51,21 +54,21 @@ class ApiClientAdmin(admin.ModelAdmin):
                 setattr(obj, field.attname, getattr(client, field.attname))
             obj._state.adding = False
             # Held in memory for this response only (response_add); never stored.
-            obj._issued_key = key
+            setattr(obj, ISSUED_KEY_ATTR, key)
             return
         super().save_model(request, obj, form, change)  # renaming
         if REVOKE_BUTTON in request.POST:
-            obj._revoked = bool(api_client_revoke(client_id=obj.pk))
+            setattr(obj, REVOKED_ATTR, bool(api_client_revoke(client_id=obj.pk)))
             obj.refresh_from_db()
 
     def construct_change_message(self, request, form, formsets, add=False):
         message = super().construct_change_message(request, form, formsets, add)
-        if getattr(form.instance, "_revoked", False):
+        if getattr(form.instance, REVOKED_ATTR, False):
             message = [*message, {"changed": {"fields": ["revoked (key no longer accepted)"]}}]
         return message
 
     def response_add(self, request: HttpRequest, obj: ApiClient, post_url_continue=None):
-        key = getattr(obj, "_issued_key", None)
+        key = getattr(obj, ISSUED_KEY_ATTR, None)
         if key is None:
             return super().response_add(request, obj, post_url_continue)
         # The key is rendered into this response and nowhere else: not into a message
@@ -85,7 +88,7 @@ class ApiClientAdmin(admin.ModelAdmin):
 
     def response_change(self, request: HttpRequest, obj: ApiClient) -> HttpResponse:
         if REVOKE_BUTTON in request.POST:
-            if getattr(obj, "_revoked", False):
+            if getattr(obj, REVOKED_ATTR, False):
                 self.message_user(
                     request,
                     f"Revoked the key of “{obj}”; it is refused from now on.",

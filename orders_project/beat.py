@@ -15,6 +15,7 @@ import logging
 
 import redis
 from redbeat.schedulers import LUA_EXTEND_TO_SCRIPT, RedBeatScheduler, get_redis
+from redis.lock import Lock
 
 logger = logging.getLogger(__name__)
 
@@ -24,6 +25,8 @@ class ResilientRedBeatScheduler(RedBeatScheduler):
     retry_interval = 1.0
 
     _recovering = False
+    # Set by RedBeat's beat_init handler, or by _recover below.
+    lock: Lock | None
 
     def tick(self, *args, **kwargs):
         try:

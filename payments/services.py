@@ -13,9 +13,11 @@ from __future__ import annotations
 import logging
 import random
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import timedelta
 from decimal import Decimal
+from typing import Any, cast
 from uuid import UUID
 
 from django.conf import settings
@@ -275,7 +277,10 @@ def _step_cancel(payment: Payment, token: UUID) -> None:
         ).id
     try:
         provider_cancel_payment(provider_payment_id=provider_id)
-        changes = {"status": PaymentStatus.CANCELLED, "provider_payment_id": provider_id}
+        changes: dict[str, Any] = {
+            "status": PaymentStatus.CANCELLED,
+            "provider_payment_id": provider_id,
+        }
     except ProviderRejected as exc:
         error = exc.body.get("error")
         if error == "payment_failed":
@@ -299,7 +304,8 @@ def _step_cancel(payment: Payment, token: UUID) -> None:
 
 def _step_refund(payment: Payment, token: UUID) -> None:
     try:
-        provider_refund_payment(provider_payment_id=payment.provider_payment_id)
+        # A payment reaches REFUND_REQUESTED only with the provider's id recorded.
+        provider_refund_payment(provider_payment_id=cast(str, payment.provider_payment_id))
         changes = {"status": PaymentStatus.REFUND_PENDING}
     except ProviderRejected as exc:
         # No money was taken after all (the provider cancelled or declined it): there is
@@ -307,7 +313,7 @@ def _step_refund(payment: Payment, token: UUID) -> None:
         settled = {
             "payment_cancelled": PaymentStatus.CANCELLED,
             "payment_failed": PaymentStatus.FAILED,
-        }.get(exc.body.get("error"))
+        }.get(exc.body.get("error", ""))
         if settled is None:
             raise
         changes = {"status": settled}
@@ -323,7 +329,7 @@ def _step_refund(payment: Payment, token: UUID) -> None:
         metrics.REFUNDS.labels(stage="requested").inc()
 
 
-_STEPS = {
+_STEPS: dict[str, Callable[[Payment, UUID], None]] = {
     PaymentStatus.REQUESTING: _step_request,
     PaymentStatus.CANCEL_REQUESTED: _step_cancel,
     PaymentStatus.REFUND_REQUESTED: _step_refund,

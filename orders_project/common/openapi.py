@@ -30,7 +30,9 @@ class ProblemSerializer(serializers.Serializer):
     status = serializers.IntegerField()
     detail = serializers.CharField()
     code = serializers.CharField(help_text="Stable, machine-readable error code.")
-    errors = ProblemFieldErrorSerializer(
+    # The metaclass moves declared fields into _declared_fields: `.errors` stays DRF's
+    # property at runtime, which mypy cannot see.
+    errors = ProblemFieldErrorSerializer(  # type: ignore[assignment]
         many=True, required=False, help_text="Only for validation_error."
     )
 

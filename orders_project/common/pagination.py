@@ -38,7 +38,8 @@ class StrictCursorPagination(CursorPagination):
                 raise
             raise _invalid_cursor() from exc
         if cursor is not None and cursor.position is not None:
-            self._check_position(cursor.position)
+            # DRF decodes the position as a str; djangorestframework-stubs says int.
+            self._check_position(cursor.position)  # type: ignore[arg-type]
         return cursor
 
     def _check_position(self, position: str) -> None:

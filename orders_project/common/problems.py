@@ -153,8 +153,11 @@ def _drf_problem(exc: drf_exceptions.APIException) -> tuple[dict[str, Any], dict
         detail = str(exc.detail)
     else:
         detail = str(exc.detail) if not isinstance(exc.detail, (dict, list)) else title
-    if isinstance(exc, drf_exceptions.Throttled) and exc.wait is not None:
-        headers["Retry-After"] = str(max(1, int(exc.wait + 0.999)))
+    if isinstance(exc, drf_exceptions.Throttled):
+        # Throttled.__init__ sets `wait`; djangorestframework-stubs does not declare it.
+        wait: float | None = exc.wait  # type: ignore[attr-defined]
+        if wait is not None:
+            headers["Retry-After"] = str(max(1, int(wait + 0.999)))
     body = problem_body(status=exc.status_code, code=code, title=title, detail=detail, **extra)
     return body, headers
 

@@ -133,12 +133,8 @@ class ApiRateThrottle(BaseThrottle):
     """Per-client limit on every API request (per address for requests without a key)."""
 
     def allow_request(self, request, view) -> bool:
-        client = getattr(request, "user", None)
-        identity = (
-            f"client:{client.pk}"
-            if getattr(client, "pk", None)
-            else f"ip:{self.get_ident(request)}"
-        )
+        client_pk = getattr(getattr(request, "user", None), "pk", None)
+        identity = f"client:{client_pk}" if client_pk else f"ip:{self.get_ident(request)}"
         rate_limit_enforce(request, scope="api", identity=identity, rate=settings.API_RATE_LIMIT)
         return True
 

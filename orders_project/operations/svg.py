@@ -11,6 +11,7 @@ import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
+from decimal import Decimal
 from html import escape
 
 Formatter = Callable[[float], str]
@@ -20,7 +21,7 @@ def format_count(value: float) -> str:
     return f"{value:,.0f}"
 
 
-def format_money(value: float) -> str:
+def format_money(value: float | Decimal) -> str:
     return f"{value:,.2f}"
 
 
@@ -231,7 +232,7 @@ def bar_chart(
                 )
             )
 
-    has_points = bool(line) and any(v is not None for v in line.values)
+    has_points = line is not None and any(v is not None for v in line.values)
     if line and has_points:
         out.extend(_line(line, titles=titles, box=box))
 

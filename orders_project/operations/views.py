@@ -30,12 +30,13 @@ from orders_project.operations.svg import (
 from outbox.models import OutboxStatus
 
 # Okabe–Ito colours: distinguishable with the common colour-vision deficiencies.
-STATUS_SERIES = {
+# Keyed by status; looked up with the plain strings the selectors return.
+STATUS_SERIES: dict[str, Series] = {
     OrderStatus.PAID: Series("paid", "Paid", "#009E73"),
     OrderStatus.PENDING_PAYMENT: Series("pending_payment", "Pending payment", "#E69F00"),
     OrderStatus.CANCELLED: Series("cancelled", "Cancelled", "#A0A0A0"),
 }
-SHORT = {
+SHORT: dict[str, str] = {
     OrderStatus.PAID: "paid",
     OrderStatus.PENDING_PAYMENT: "pending",
     OrderStatus.CANCELLED: "cancelled",

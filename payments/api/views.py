@@ -179,7 +179,9 @@ class WebhookEventSerializer(serializers.Serializer):
     """Documents the provider's body; the view parses the raw bytes itself."""
 
     type = serializers.ChoiceField(choices=EVENT_TYPES)
-    data = WebhookEventDataSerializer()
+    # The metaclass moves declared fields into _declared_fields: `.data` stays DRF's
+    # property at runtime, which mypy cannot see.
+    data = WebhookEventDataSerializer()  # type: ignore[assignment]
     created_at = serializers.CharField(required=False, allow_blank=True, help_text="ISO 8601.")
 
 
