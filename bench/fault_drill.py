@@ -54,17 +54,24 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from scripts.servers import (  # noqa: E402 - after the path set-up
+from scripts.processes import (  # noqa: E402 - after the path set-up
+    PYTHON,
+    ManagedProcess,
+    beat_command,
+    cpu_seconds,
+    provider_command,
+    service_env,
+    web_command,
+    worker_command,
+)
+from scripts.servers import (  # noqa: E402
+    child_pids,
     free_port,
     start_postgres,
     start_redis,
     wait_until,
 )
 
-BIN = ROOT / ".venv" / "bin"
-if not (BIN / "celery").exists():  # e.g. a CI image with the project installed system-wide
-    BIN = Path(sys.executable).parent
-PYTHON = str(BIN / "python") if (BIN / "python").exists() else sys.executable
 DB_NAME = "orders_drill"
 NAMES = "drill"  # stream, queue, redbeat and cache prefixes inside the private Redis
 STREAM = f"{NAMES}:events"
@@ -88,88 +95,19 @@ def log(message: str) -> None:
 # --------------------------------------------------------------------------- processes
 
 
-def child_pids(pid: int) -> list[int]:
-    found = []
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            with contextlib.suppress(OSError, IndexError, ValueError):
-                fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
-                if int(fields[1]) == pid:
-                    found.append(int(entry.name))
-    return found
-
-
-def cpu_ticks(pid: int) -> int:
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    except OSError:
-        return 0
-    return int(fields[11]) + int(fields[12])  # utime + stime
-
-
 @dataclass
-class Proc:
-    """One service process in its own process group, logging to a file."""
+class Proc(ManagedProcess):
+    """A service process that the drill kills and starts again; each start is headed in
+    its log, which every generation shares."""
 
-    name: str
-    argv: list[str]
-    env: dict[str, str]
-    log_path: Path
-    popen: subprocess.Popen | None = None
     generation: int = 0
 
     def start(self) -> Proc:
         self.generation += 1
         with self.log_path.open("ab") as out:
             out.write(f"\n===== start #{self.generation} at {time.ctime()}\n".encode())
-            out.flush()
-            self.popen = subprocess.Popen(
-                self.argv,
-                cwd=ROOT,
-                env=self.env,
-                stdin=subprocess.DEVNULL,
-                stdout=out,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,  # own group: kill() reaches prefork children too
-            )
+        super().start()
         return self
-
-    @property
-    def pid(self) -> int:
-        assert self.popen is not None
-        return self.popen.pid
-
-    def running(self) -> bool:
-        return self.popen is not None and self.popen.poll() is None
-
-    def signal_group(self, sig: int) -> None:
-        if self.popen is not None:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(self.popen.pid, sig)
-
-    def kill(self) -> None:
-        """SIGKILL the whole group: a crash, nothing cleaned up on the way out."""
-        self.signal_group(signal.SIGKILL)
-        if self.popen is not None:
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                self.popen.wait(timeout=10)
-
-    def stop(self, grace: float = 10.0) -> None:
-        if self.popen is None:
-            return
-        if self.running():
-            self.signal_group(signal.SIGCONT)  # a stopped process cannot handle SIGTERM
-            self.signal_group(signal.SIGTERM)
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                self.popen.wait(timeout=grace)
-        self.kill()  # whatever is left of the group
-
-    def log_tail(self, lines: int = 30) -> str:
-        try:
-            text = self.log_path.read_text(errors="replace")
-        except OSError:
-            return "(no log)"
-        return "\n".join(text.splitlines()[-lines:])
 
 
 # --------------------------------------------------------------------------- the drill
@@ -242,26 +180,17 @@ class Drill:
         return round(time.monotonic() - self.t0, 2)
 
     def env(self) -> dict[str, str]:
-        env = {k: v for k, v in os.environ.items() if not k.startswith(("PYTEST", "DJANGO"))}
-        redis_url = f"redis://127.0.0.1:{self.redis_port}/0"
-        env.update(
-            DJANGO_SETTINGS_MODULE="orders_project.settings",
-            PYTHONPATH=str(ROOT),
-            PYTHONUNBUFFERED="1",
-            SECRET_KEY=self.secret_key,
+        return service_env(
+            database_url=self.db_url,
+            redis_url=f"redis://127.0.0.1:{self.redis_port}/0",
+            names=NAMES,
+            metrics_dir=self.tmp / "prometheus",
+            secret_key=self.secret_key,
+            drop_prefixes=("PYTEST", "DJANGO"),
             DEBUG="0",
-            DATABASE_URL=self.db_url,
-            REDIS_URL=redis_url,
-            CELERY_BROKER_URL=redis_url,
-            EVENT_STREAM_REDIS_URL=redis_url,
-            EVENT_STREAM=STREAM,
-            CELERY_QUEUE=f"{NAMES}:celery",
-            REDBEAT_KEY_PREFIX=f"{NAMES}:redbeat",
-            CACHE_KEY_PREFIX=f"{NAMES}:cache",
-            RATE_LIMIT_KEY_PREFIX=f"{NAMES}:rl",
             PAYMENT_PROVIDER_URL=f"http://127.0.0.1:{self.provider_port}",
             PAYMENT_WEBHOOK_URL=f"{self.web_url}/api/v1/payments/webhook/",
-            ORDER_PAYMENT_TIMEOUT=str(self.args.payment_timeout),
+            ORDER_PAYMENT_TIMEOUT=self.args.payment_timeout,
             ORDER_EXPIRY_INTERVAL="2",
             # The load is one client placing many orders: lift the limits, keep the shape.
             ORDER_RATE_LIMIT="1000000/60s",
@@ -270,17 +199,14 @@ class Drill:
             OUTBOX_LEASE_SECONDS="5",
             PAYMENT_STEP_LEASE_SECONDS="5",
             PAYMENT_PROVIDER_TIMEOUT="3",
-            LOG_LEVEL="WARNING",
-            PROMETHEUS_MULTIPROC_DIR=str(self.tmp / "prometheus"),
-            PORT=str(self.web_port),
+            PORT=self.web_port,
             WEB_CONCURRENCY="2",
             WEB_GRACEFUL_TIMEOUT="5",
         )
-        return env
 
     def manage(self, *argv: str) -> str:
         done = subprocess.run(
-            [PYTHON, "manage.py", *argv],
+            [str(PYTHON), "manage.py", *argv],
             cwd=ROOT,
             env=self.env(),
             capture_output=True,
@@ -335,85 +261,40 @@ class Drill:
         env = self.env()
         self.procs["provider"] = Proc(
             "provider",
-            [
-                PYTHON,
-                "manage.py",
-                "run_fake_provider",
-                "--port",
-                str(self.provider_port),
-                "--webhook-url",
-                env["PAYMENT_WEBHOOK_URL"],
-                "--webhook-delay",
-                "0.5",
-                "--state-file",
-                str(self.tmp / "provider-state.json"),
-            ],
+            provider_command(
+                port=self.provider_port,
+                webhook_url=env["PAYMENT_WEBHOOK_URL"],
+                state_file=self.tmp / "provider-state.json",
+                webhook_delay=0.5,
+            ),
             env,
             self.tmp / "provider.log",
         )
-        self.procs["web"] = Proc(
-            "web",
-            [str(BIN / "gunicorn"), "-c", str(ROOT / "gunicorn.conf.py")],
-            env,
-            self.tmp / "web.log",
-        )
+        self.procs["web"] = Proc("web", web_command(), env, self.tmp / "web.log")
         self.procs["worker"] = self._worker_proc()
         self.procs["beat"] = self._beat_proc()
         for proc in self.procs.values():
             proc.start()
             log(f"started {proc.name} (pid {proc.pid})")
-        import requests
-
-        def web_up() -> bool:
-            self._assert_alive("web")
-            with contextlib.suppress(requests.RequestException):
-                return requests.get(f"{self.web_url}/readyz", timeout=2).status_code == 200
-            return False
-
-        wait_until(web_up, timeout=60, what="web /readyz 200")
+        self.procs["web"].wait_http_ok(
+            f"{self.web_url}/readyz",
+            timeout=60,
+            what="web /readyz 200",
+            interval=0.1,
+            probe_timeout=2,
+        )
         wait_until(
             lambda: len(child_pids(self.procs["web"].pid)) >= 2, timeout=30, what="2 web workers"
         )
 
     def _worker_proc(self) -> Proc:
         n = len([p for p in self.retired if p.name == "worker"]) + 1
-        return Proc(
-            "worker",
-            [
-                str(BIN / "celery"),
-                "-A",
-                "orders_project",
-                "worker",
-                "--concurrency=2",
-                f"--hostname=drill-{n}-{uuid.uuid4().hex[:6]}@%h",
-                "--without-mingle",
-                "--without-gossip",
-                "--loglevel=WARNING",
-            ],
-            self.env(),
-            self.tmp / "worker.log",
-        )
+        argv = worker_command(hostname=f"drill-{n}-{uuid.uuid4().hex[:6]}@%h", concurrency=2)
+        return Proc("worker", argv, self.env(), self.tmp / "worker.log")
 
     def _beat_proc(self) -> Proc:
-        return Proc(
-            "beat",
-            [
-                str(BIN / "celery"),
-                "-A",
-                "orders_project",
-                "beat",
-                "--loglevel=WARNING",
-                f"--pidfile={self.tmp / 'beat.pid'}",
-                f"--schedule={self.tmp / 'beat-schedule'}",
-            ],
-            self.env(),
-            self.tmp / "beat.log",
-        )
-
-    def _assert_alive(self, name: str) -> None:
-        proc = self.procs[name]
-        if not proc.running():
-            raise RuntimeError(f"{name} exited ({proc.popen.returncode}):\n{proc.log_tail()}")
+        argv = beat_command(pidfile=self.tmp / "beat.pid", schedule=self.tmp / "beat-schedule")
+        return Proc("beat", argv, self.env(), self.tmp / "beat.log")
 
     # ----------------------------------------------------------------- load
 
@@ -572,11 +453,11 @@ class Drill:
 
         def action() -> dict:
             provider = self.procs["provider"]
-            provider.signal_group(signal.SIGSTOP)
+            provider.pause()
             try:
                 self.hard_stop.wait(hold)
             finally:
-                provider.signal_group(signal.SIGCONT)
+                provider.resume()
             return {"detail": f"provider SIGSTOPped for {hold}s, then SIGCONT"}
 
         self.fault("provider hangs", action)
@@ -586,9 +467,9 @@ class Drill:
         workers = sorted(child_pids(master))
         # The busiest worker (most CPU over a short sample): likely mid-request, so a client
         # sees its connection reset and must retry with the same key.
-        before = {pid: cpu_ticks(pid) for pid in workers}
+        before = {pid: cpu_seconds(pid) for pid in workers}
         time.sleep(0.15)
-        victim = max(workers, key=lambda pid: cpu_ticks(pid) - before[pid])
+        victim = max(workers, key=lambda pid: cpu_seconds(pid) - before[pid])
         os.kill(victim, signal.SIGKILL)
 
         def respawned() -> bool:
@@ -608,7 +489,7 @@ class Drill:
         new.generation = old.generation
         self.procs[name] = new.start()
         time.sleep(2.0)
-        self._assert_alive(name)
+        self.procs[name].check_alive()
         return {"detail": f"SIGKILL group {old.pid}; new {name} pid {new.pid}"}
 
     def kill_celery_worker(self) -> dict:
@@ -895,7 +776,7 @@ class Drill:
             all(f["ok"] for f in self.faults),
             "; ".join(f"{f['fault']}: {'ok' if f['ok'] else f.get('error')}" for f in self.faults),
         )
-        dead = {n: p.popen.returncode for n, p in self.procs.items() if not p.running()}
+        dead = {n: p.returncode for n, p in self.procs.items() if not p.alive}
         self.check("processes alive", not dead, f"exited: {dead}" if dead else "all running")
         runs = self.beat_runs()
         before = next((f["relay_runs_before"] for f in self.faults if "relay_runs_before" in f), 0)
@@ -1008,7 +889,7 @@ class Drill:
         self.monitor_stop.set()
         for name in ("web", "worker", "beat", "provider"):
             if name in self.procs:
-                self.procs[name].stop(grace=10)
+                self.procs[name].stop(timeout=10)
         for proc in self.retired:
             proc.kill()
         for server in (self.redis, self.pg):
@@ -1023,7 +904,7 @@ class Drill:
     def print_logs(self) -> None:
         for proc in [*self.procs.values()]:
             print(f"----- {proc.name} log tail ({proc.log_path})", file=sys.stderr)
-            print(proc.log_tail(25), file=sys.stderr)
+            print(proc.log_tail(25) or "(no log)", file=sys.stderr)
 
 
 # --------------------------------------------------------------------------- report

@@ -25,7 +25,6 @@ import resource
 import secrets
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -38,9 +37,17 @@ from urllib.parse import unquote, urlparse
 
 BENCH_DIR = Path(__file__).resolve().parent
 ROOT = BENCH_DIR.parent
+sys.path.insert(0, str(ROOT))
+
+from scripts.processes import (  # noqa: E402 - after the path set-up
+    PYTHON,
+    ManagedProcess,
+    cpu_seconds,
+    web_command,
+)
+from scripts.servers import child_pids, free_port  # noqa: E402
+
 RESULTS_DIR = BENCH_DIR / "results"
-PYTHON = ROOT / ".venv" / "bin" / "python"
-GUNICORN = ROOT / ".venv" / "bin" / "gunicorn"
 DEFAULT_DATABASE_URL = "postgres://postgres@127.0.0.1:5432/orders_bench"
 # Marks a database this script created, the only kind it empties before a run.
 DB_MARKER = "orders_bench: created by bench/orders_bench.py; emptied before every run"
@@ -75,12 +82,6 @@ CLK_TCK = os.sysconf("SC_CLK_TCK")
 
 def log(message: str) -> None:
     print(f"[bench {time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def core_count() -> int:
@@ -141,26 +142,6 @@ class DbUrl:
 # --------------------------------------------------------------------------- CPU accounting
 
 
-def _proc_cpu_seconds(pid: int) -> float:
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return 0.0
-    fields = stat.rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / CLK_TCK  # utime, stime
-
-
-def _children(pid: int) -> list[int]:
-    found = []
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            with contextlib.suppress(OSError, IndexError):
-                fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
-                if int(fields[1]) == pid:
-                    found.append(int(entry.name))
-    return found
-
-
 def _machine_busy_seconds() -> float:
     """CPU seconds spent not idle (all cores) since boot, from /proc/stat."""
     values = [int(v) for v in Path("/proc/stat").read_text().splitlines()[0].split()[1:]]
@@ -187,8 +168,8 @@ class CpuSample:
             machine=_machine_busy_seconds(),
             children=usage.ru_utime + usage.ru_stime,
             load1=os.getloadavg()[0],
-            server={pid: _proc_cpu_seconds(pid) for pid in server_pids},
-            postgres={pid: _proc_cpu_seconds(pid) for pid in postgres_pids},
+            server={pid: cpu_seconds(pid) for pid in server_pids},
+            postgres={pid: cpu_seconds(pid) for pid in postgres_pids},
         )
 
 
@@ -335,7 +316,7 @@ class Service:
     env: dict[str, str]
     port: int
     log_path: Path
-    proc: subprocess.Popen | None = None
+    process: ManagedProcess | None = None
     log_offset: int = 0
     prometheus_dir: str = field(default_factory=lambda: tempfile.mkdtemp(prefix="bench-prom-"))
 
@@ -344,24 +325,20 @@ class Service:
             "BIND": f"127.0.0.1:{self.port}",
             "PROMETHEUS_MULTIPROC_DIR": self.prometheus_dir,
         }
-        self.log_file = self.log_path.open("ab")
-        self.proc = subprocess.Popen(
-            # --no-control-socket: gunicorn 27 otherwise binds ~/.gunicorn/gunicorn.ctl, a
-            # path shared with any other gunicorn on the machine (a `make run` in progress).
-            [str(GUNICORN), "-c", "gunicorn.conf.py", "--no-control-socket"],
-            cwd=ROOT,
-            env=env,
-            stdout=self.log_file,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
+        # --no-control-socket: gunicorn 27 otherwise binds ~/.gunicorn/gunicorn.ctl, a path
+        # shared with any other gunicorn on the machine (a `make run` in progress).
+        self.process = ManagedProcess(
+            "gunicorn", web_command("--no-control-socket"), env, self.log_path
+        ).start()
         url = f"http://127.0.0.1:{self.port}/readyz"
         deadline = time.monotonic() + deadline_s
         last = "no answer"
         migrations_retried = 0
         while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise SystemExit(f"gunicorn exited ({self.proc.returncode}); see {self.log_path}")
+            if not self.process.alive:
+                raise SystemExit(
+                    f"gunicorn exited ({self.process.returncode}); see {self.log_path}"
+                )
             try:
                 with urllib.request.urlopen(url, timeout=2) as response:
                     if response.status == 200:
@@ -380,9 +357,9 @@ class Service:
         raise SystemExit(f"service not ready after {deadline_s:.0f}s ({last}); see {self.log_path}")
 
     def pids(self) -> list[int]:
-        if self.proc is None:
+        if self.process is None:
             return []
-        return [self.proc.pid, *_children(self.proc.pid)]
+        return [self.process.pid, *child_pids(self.process.pid)]
 
     def new_log_problems(self) -> list[str]:
         """Log lines since the last call that look like trouble (errors, deadlocks, 5xx)."""
@@ -396,21 +373,10 @@ class Service:
         return [line for line in text.splitlines() if pattern.search(line)]
 
     def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            with contextlib.suppress(ProcessLookupError):
-                self.proc.send_signal(signal.SIGTERM)  # graceful: the master drains workers
-            try:
-                self.proc.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                with contextlib.suppress(ProcessLookupError):
-                    os.killpg(self.proc.pid, signal.SIGKILL)
-                self.proc.wait(timeout=5)
-        if self.proc is not None:
-            # Any orphaned worker of our group (never anything else).
-            with contextlib.suppress(ProcessLookupError, PermissionError):
-                os.killpg(self.proc.pid, signal.SIGKILL)
-        if getattr(self, "log_file", None):
-            self.log_file.close()
+        if self.process is not None:
+            # SIGTERM to the master only (it drains its workers), then SIGKILL to any
+            # orphaned worker of our group (never anything else).
+            self.process.stop(15, whole_group=False)
         shutil.rmtree(self.prometheus_dir, ignore_errors=True)
 
 

@@ -37,7 +37,6 @@ import platform
 import random
 import secrets
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -53,9 +52,21 @@ from urllib.parse import unquote, urlparse
 
 BENCH_DIR = Path(__file__).resolve().parent
 ROOT = BENCH_DIR.parent
+sys.path.insert(0, str(ROOT))
+
+from scripts.processes import (  # noqa: E402 - after the path set-up
+    PYTHON,
+    ManagedProcess,
+    beat_command,
+    cpu_seconds,
+    group_pids,
+    start_process,
+    web_command,
+    worker_command,
+)
+from scripts.servers import free_port  # noqa: E402
+
 RESULTS_DIR = BENCH_DIR / "results"
-BIN = ROOT / ".venv" / "bin"
-PYTHON = BIN / "python"
 DEFAULT_DATABASE_URL = "postgres://postgres@127.0.0.1:5432/orders_relay_bench"
 DB_MARKER = "relay_bench: created by bench/relay_bench.py; emptied before every run"
 RAISED_RATE = "1000000000/60s"
@@ -75,12 +86,6 @@ def core_count() -> int:
         return len(os.sched_getaffinity(0))
     except AttributeError:
         return os.cpu_count() or 1
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def percentile(sorted_values: list[float], fraction: float) -> float | None:
@@ -104,27 +109,6 @@ def git_revision() -> str:
 # --------------------------------------------------------------------------- CPU accounting
 
 
-def proc_cpu_seconds(pid: int) -> float:
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return 0.0
-    fields = stat.rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / CLK_TCK
-
-
-def group_pids(pgid: int) -> list[int]:
-    """Live processes of one process group (a celery master and its pool)."""
-    found = []
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            with contextlib.suppress(OSError, IndexError, ValueError):
-                fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
-                if int(fields[2]) == pgid:
-                    found.append(int(entry.name))
-    return found
-
-
 def machine_busy_seconds() -> float:
     values = [int(v) for v in Path("/proc/stat").read_text().splitlines()[0].split()[1:]]
     return (sum(values[:8]) - values[3] - values[4]) / CLK_TCK
@@ -133,69 +117,40 @@ def machine_busy_seconds() -> float:
 # --------------------------------------------------------------------------- processes
 
 
-def _die_with_parent() -> None:
-    # Between fork and exec: Linux sends the child SIGTERM if this script dies (even -9).
-    if sys.platform.startswith("linux"):
-        import ctypes
-
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
-
-
 @dataclass
 class Procs:
     """Every process this script starts, each leading its own process group; stopped by
     PID (SIGTERM to the leader, then SIGKILL to its group) — never by name."""
 
     log_dir: Path
-    running: dict[str, subprocess.Popen] = field(default_factory=dict)
+    running: dict[str, ManagedProcess] = field(default_factory=dict)
     logs: dict[str, Path] = field(default_factory=dict)
 
-    def start(self, name: str, argv: list[str], env: dict[str, str]) -> subprocess.Popen:
+    def start(self, name: str, argv: list[str], env: dict[str, str]) -> ManagedProcess:
         path = self.log_dir / f"{name}.log"
-        with path.open("ab") as handle:
-            proc = subprocess.Popen(
-                argv,
-                cwd=ROOT,
-                env=env,
-                stdin=subprocess.DEVNULL,
-                stdout=handle,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-                preexec_fn=_die_with_parent,  # started before any thread of ours
-            )
+        # die_with_parent: started before any thread of ours, so preexec_fn is safe.
+        proc = start_process(name, argv, env, path, die_with_parent=True)
         self.running[name] = proc
         self.logs[name] = path
         log(f"started {name} (pid {proc.pid})")
         return proc
 
     def check_alive(self) -> None:
-        for name, proc in self.running.items():
-            if proc.poll() is not None:
-                tail = self.logs[name].read_text(errors="replace")[-2000:]
-                raise RuntimeError(f"{name} exited with {proc.returncode}:\n{tail}")
+        for proc in self.running.values():
+            proc.check_alive()
 
     def cpu_seconds(self, name: str) -> float:
         proc = self.running.get(name)
         if proc is None:
             return 0.0
-        return sum(proc_cpu_seconds(pid) for pid in group_pids(proc.pid))
+        return sum(cpu_seconds(pid) for pid in group_pids(proc.pid))
 
     def stop(self, name: str, timeout: float = 20.0) -> None:
         proc = self.running.pop(name, None)
-        if proc is None:
-            return
-        if proc.poll() is None:
-            with contextlib.suppress(ProcessLookupError):
-                proc.send_signal(signal.SIGTERM)  # celery: warm shutdown; gunicorn: drain
-            try:
-                proc.wait(timeout=timeout)
-            except subprocess.TimeoutExpired:
-                log(f"{name} did not stop in {timeout:.0f}s: SIGKILL to its group")
-        # The leader's group: pool children that outlived their master (ours only).
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(proc.pid, signal.SIGKILL)
-        with contextlib.suppress(subprocess.TimeoutExpired):
-            proc.wait(timeout=5)
+        # celery: warm shutdown; gunicorn: drain. Then SIGKILL to pool children that
+        # outlived their master (our group only).
+        if proc is not None and not proc.stop(timeout, whole_group=False):
+            log(f"{name} did not stop in {timeout:.0f}s: SIGKILL to its group")
 
     def stop_all(self) -> None:
         for name in list(self.running):
@@ -390,7 +345,7 @@ def postgres_cpu(db_conn, dbname: str) -> dict[int, float]:
         "SELECT pid FROM pg_stat_activity WHERE datname = %s AND pid <> pg_backend_pid()",
         [dbname],
     ).fetchall()
-    return {pid: proc_cpu_seconds(pid) for (pid,) in rows}
+    return {pid: cpu_seconds(pid) for (pid,) in rows}
 
 
 def pending_count(db_conn) -> int:
@@ -485,44 +440,19 @@ class Run:
         self, label: str, stream: str, workers: int, *, nudges: bool, extra_env=None
     ) -> None:
         env = self.celery_env(stream, nudges=nudges) | (extra_env or {})
-        celery = str(BIN / "celery")
-        common = ["-A", "orders_project"]
-        self.procs.start(
-            f"{label}-beat",
-            [
-                celery,
-                *common,
-                "beat",
-                "-l",
-                self.args.celery_loglevel,
-                "-s",
-                str(self.procs.log_dir / "beat"),
-            ],
-            env,
+        loglevel = self.args.celery_loglevel
+        beat = beat_command(loglevel=loglevel, schedule=self.procs.log_dir / "beat")
+        self.procs.start(f"{label}-beat", beat, env)
+        worker = worker_command(
+            hostname=f"relay-bench-{self.tag}-{label}@%h",
+            pool="prefork",
+            concurrency=workers,
+            queue=self.queue,
+            loglevel=loglevel,
+            # No broadcast chatter with other people's workers on the shared Redis.
+            heartbeat=False,
         )
-        self.procs.start(
-            f"{label}-worker",
-            [
-                celery,
-                *common,
-                "worker",
-                "-P",
-                "prefork",
-                "-c",
-                str(workers),
-                "-Q",
-                self.queue,
-                "-n",
-                f"relay-bench-{self.tag}-{label}@%h",
-                "-l",
-                self.args.celery_loglevel,
-                # No broadcast chatter with other people's workers on the shared Redis.
-                "--without-gossip",
-                "--without-mingle",
-                "--without-heartbeat",
-            ],
-            env,
-        )
+        self.procs.start(f"{label}-worker", worker, env)
 
     def stop_celery(self, label: str) -> None:
         # Workers first (warm shutdown finishes the running relay batch), then beat.
@@ -897,7 +827,7 @@ def drive_with_orders_bench(run: Run, env: dict[str, str], stream: str) -> dict:
     client = redis_client(args.redis_url)
     with run.db.connect() as conn:
         started = time.monotonic()
-        while proc.poll() is None:
+        while proc.alive:
             if time.monotonic() > deadline:
                 run.procs.stop("orders-bench")
                 raise RuntimeError("orders benchmark did not finish in time")
@@ -912,7 +842,7 @@ def drive_with_orders_bench(run: Run, env: dict[str, str], stream: str) -> dict:
             time.sleep(0.5)
     client.close()
     run.procs.running.pop("orders-bench", None)
-    text = run.procs.logs["orders-bench"].read_text(errors="replace")
+    text = proc.log_text()
     out_path.write_text(text)
     if proc.returncode == 3:  # relay_orders_load.py: the module lacks what we need
         raise OrdersBenchUnusable(text.strip().splitlines()[-1] if text.strip() else "exit 3")
@@ -966,11 +896,7 @@ def drive_own_load(run: Run, env: dict[str, str]) -> dict:
             for sku, price in (("RELAY-A", "12.50"), ("RELAY-B", "3.10"))
         ]
     api_key = manage(["create_api_client", f"relay-bench-{run.stamp}-{run.tag}"], env).strip()
-    run.procs.start(
-        "gunicorn",
-        [str(BIN / "gunicorn"), "-c", "gunicorn.conf.py", "--no-control-socket"],
-        env,
-    )
+    run.procs.start("gunicorn", web_command("--no-control-socket"), env)
     url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 60
     while True:
@@ -1156,7 +1082,6 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 def setup_django(env: dict[str, str]) -> None:
     os.environ.update(env)
-    sys.path.insert(0, str(ROOT))
     import django
 
     django.setup()

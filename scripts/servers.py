@@ -103,7 +103,7 @@ def pid_alive(pid: int, *, zombie_is_dead: bool = True) -> bool:
     return True
 
 
-def _child_pids(pid: int) -> list[int]:
+def child_pids(pid: int) -> list[int]:
     """Direct children of pid (Linux /proc); empty elsewhere, where kill() is best effort."""
     children = []
     for stat in glob.glob("/proc/[0-9]*/stat"):
@@ -338,7 +338,7 @@ class PostgresServer:
             return
         # Children first collected, then everything killed together, so no backend survives
         # to hold the shared memory that would stop the next start.
-        pids = [self.pid, *_child_pids(self.pid)]
+        pids = [self.pid, *child_pids(self.pid)]
         for pid in pids:
             _signal(pid, signal.SIGKILL)
         wait_until(lambda: not self.is_running(), timeout=timeout, what="PostgreSQL kill")

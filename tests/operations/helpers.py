@@ -8,9 +8,6 @@ import uuid
 from datetime import datetime, timedelta
 from decimal import Decimal
 
-from django.contrib.auth import get_user_model
-from django.core.management import call_command
-from django.test import Client
 from django.utils import timezone
 
 from orders.models import ApiClient, CancelReason, Order
@@ -83,22 +80,6 @@ def publish_all(*, published_at: datetime, delay: timedelta) -> int:
 
 def hour_start(moment: datetime | None = None) -> datetime:
     return (moment or timezone.now()).replace(minute=0, second=0, microsecond=0)
-
-
-def make_staff(username: str, *groups: str, superuser: bool = False):
-    call_command("ensure_staff_groups", verbosity=0)
-    user = get_user_model().objects.create_user(
-        username=username, password="x", is_staff=True, is_superuser=superuser
-    )
-    for group in groups:
-        user.groups.add(user.groups.model.objects.get(name=group))
-    return user
-
-
-def logged_in(user) -> Client:
-    client = Client()
-    client.force_login(user)
-    return client
 
 
 def panel(html: str, panel_id: str) -> str:

@@ -12,14 +12,13 @@ from django.utils import timezone
 
 from orders.models import OrderStatus
 from outbox.models import OutboxStatus
+from tests.admin_helpers import logged_in, make_staff
 from tests.operations.helpers import (
     PAGE,
     bars,
     cancel,
     cell,
     hour_start,
-    logged_in,
-    make_staff,
     move_orders,
     outbox_rows,
     panel,

@@ -6,8 +6,6 @@ import re
 
 import pytest
 from django.contrib.admin.models import LogEntry
-from django.contrib.auth import get_user_model
-from django.core.management import call_command
 from django.db import connection
 from django.test import Client
 from django.urls import reverse
@@ -19,6 +17,7 @@ from orders.api_keys import api_key_hash
 from orders.models import ApiClient
 from orders.selectors import api_client_get_by_key
 from orders_project.common.auth import ApiKeyAuthentication
+from tests.admin_helpers import logged_in, make_staff
 from tests.factories import make_api_client
 
 pytestmark = pytest.mark.django_db
@@ -37,22 +36,6 @@ def authenticate(key: str) -> ApiClient:
     request = Request(APIRequestFactory().get("/", HTTP_X_API_KEY=key))
     client, _ = ApiKeyAuthentication().authenticate(request)
     return client
-
-
-def make_staff(username: str, *groups: str, superuser: bool = False):
-    call_command("ensure_staff_groups", verbosity=0)
-    user = get_user_model().objects.create_user(
-        username=username, password="x", is_staff=True, is_superuser=superuser
-    )
-    for group in groups:
-        user.groups.add(user.groups.model.objects.get(name=group))
-    return user
-
-
-def logged_in(user) -> Client:
-    browser = Client()
-    browser.force_login(user)
-    return browser
 
 
 def tables_containing(text: str) -> list[str]:

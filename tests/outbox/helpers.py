@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import time
 import uuid
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Sequence
@@ -16,6 +15,7 @@ from django.db import transaction
 
 from outbox.models import OutboxEvent, OutboxStatus
 from outbox.services import EventEnvelope, outbox_enqueue
+from tests.polling import eventually as eventually  # re-exported for the outbox tests
 
 AGGREGATE_TYPE = "test"
 
@@ -131,28 +131,6 @@ def status_counts() -> dict[str, int]:
     for status in OutboxEvent.objects.values_list("status", flat=True):
         counts[status] += 1
     return counts
-
-
-def eventually(
-    predicate: Callable[[], object],
-    *,
-    timeout: float,
-    what: str,
-    interval: float = 0.1,
-    alive: Sequence = (),
-) -> object:
-    """Poll until predicate() is truthy (returned); fail naming `what` at the deadline, or
-    at once if one of the `alive` processes died meanwhile."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        for process in alive:
-            assert process.is_running(), f"{process.name} died while waiting for {what}"
-        if time.monotonic() >= deadline:
-            raise AssertionError(f"{what}: not true within {timeout:.0f}s (last: {value!r})")
-        time.sleep(interval)
 
 
 class HoldingProxy:

@@ -18,101 +18,31 @@ shows when the test failed.
 
 from __future__ import annotations
 
-import contextlib
-import os
-import signal
-import subprocess
-import sys
 import tempfile
 import time
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
-from urllib.parse import quote
 
 import pytest
 import requests
 from django.db import connection
 
-from scripts.servers import free_port, start_redis, wait_until
+from scripts.processes import (
+    REPO,
+    ManagedProcess,
+    beat_command,
+    database_url,
+    provider_command,
+    service_env,
+    start_process,
+    stop_all,
+    web_command,
+    worker_command,
+)
+from scripts.servers import free_port, start_redis
 from tests.factories import make_api_client
 from tests.payments.helpers import WEBHOOK_SECRET, Shop
-
-REPO = Path(__file__).resolve().parents[2]
-BIN = REPO / ".venv" / "bin"
-if not (BIN / "celery").exists():  # e.g. a CI image with the project installed system-wide
-    BIN = Path(sys.executable).parent
-PYTHON = BIN / "python" if (BIN / "python").exists() else Path(sys.executable)
-
-
-@dataclass
-class Process:
-    """One subprocess in its own process group, logging to a file."""
-
-    name: str
-    argv: list[str]
-    env: dict[str, str]
-    cwd: Path
-    log_path: Path
-    popen: subprocess.Popen | None = None
-    log_mark: int = 0
-
-    def start(self) -> Process:
-        with self.log_path.open("ab") as log:
-            self.popen = subprocess.Popen(
-                self.argv,
-                cwd=self.cwd,
-                env=self.env,
-                stdin=subprocess.DEVNULL,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,  # its own group: stop() reaches its children too
-            )
-        return self
-
-    @property
-    def pid(self) -> int:
-        assert self.popen is not None
-        return self.popen.pid
-
-    def is_running(self) -> bool:
-        return self.popen is not None and self.popen.poll() is None
-
-    def terminate(self) -> None:
-        if self.is_running():
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(self.pid, signal.SIGTERM)
-
-    def stop(self, grace: float = 10.0) -> None:
-        """SIGTERM the group (graceful), SIGKILL whatever is left after `grace` seconds."""
-        if self.popen is None:
-            return
-        self.terminate()
-        with contextlib.suppress(subprocess.TimeoutExpired):
-            self.popen.wait(timeout=grace)
-        self.kill()
-
-    def kill(self) -> None:
-        """SIGKILL the group: a crash, nothing saved on the way out."""
-        if self.popen is None:
-            return
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(self.pid, signal.SIGKILL)
-        with contextlib.suppress(subprocess.TimeoutExpired):
-            self.popen.wait(timeout=10)
-
-    def mark_log(self) -> None:
-        with contextlib.suppress(OSError):
-            self.log_mark = self.log_path.stat().st_size
-
-    def log_since_mark(self, max_lines: int = 60) -> str:
-        try:
-            with self.log_path.open("rb") as log:
-                log.seek(self.log_mark)
-                text = log.read().decode(errors="replace")
-        except OSError:
-            return ""
-        return "\n".join(text.splitlines()[-max_lines:])
 
 
 @dataclass
@@ -125,7 +55,7 @@ class Stack:
     web_port: int = field(default_factory=free_port)
     provider_port: int = field(default_factory=free_port)
     names: str = field(default_factory=lambda: f"payments-{uuid.uuid4().hex[:8]}")
-    processes: dict[str, Process] = field(default_factory=dict)
+    processes: dict[str, ManagedProcess] = field(default_factory=dict)
 
     @property
     def stream(self) -> str:
@@ -143,29 +73,13 @@ class Stack:
     def provider_url(self) -> str:
         return f"http://127.0.0.1:{self.provider_port}"
 
-    def env(self) -> dict[str, str]:
-        db = connection.settings_dict  # after django_db_setup: the test database
-        user = quote(db["USER"] or "", safe="")
-        password = f":{quote(db['PASSWORD'], safe='')}" if db["PASSWORD"] else ""
-        port = f":{db['PORT']}" if db["PORT"] else ""
-        env = dict(os.environ)
-        env.update(
-            DJANGO_SETTINGS_MODULE="orders_project.settings",
-            PYTHONPATH=str(REPO),
-            PYTHONUNBUFFERED="1",
-            SECRET_KEY="test-secret-key-not-for-production",
+    def env(self, **overrides: str) -> dict[str, str]:
+        env = service_env(
+            database_url=database_url(connection.settings_dict),  # after django_db_setup
+            redis_url=self.redis_url,
+            names=self.names,
+            metrics_dir=self.root / "prometheus",
             DEBUG="0",
-            DATABASE_URL=(
-                f"postgres://{user}{password}@{db['HOST'] or '127.0.0.1'}{port}/{quote(db['NAME'])}"
-            ),
-            REDIS_URL=self.redis_url,
-            CELERY_BROKER_URL=self.redis_url,
-            EVENT_STREAM_REDIS_URL=self.redis_url,
-            EVENT_STREAM=self.stream,
-            CELERY_QUEUE=f"{self.names}:celery",
-            REDBEAT_KEY_PREFIX=f"{self.names}:redbeat",
-            CACHE_KEY_PREFIX=f"{self.names}:cache",
-            RATE_LIMIT_KEY_PREFIX=f"{self.names}:rl",
             PAYMENT_PROVIDER_URL=self.provider_url,
             PAYMENT_WEBHOOK_URL=self.webhook_url,
             PAYMENT_WEBHOOK_SECRETS=WEBHOOK_SECRET,
@@ -177,88 +91,54 @@ class Stack:
             # Polling and placing hundreds of orders is not what these tests are about.
             API_RATE_LIMIT="100000/60s",
             ORDER_RATE_LIMIT="100000/60s",
-            LOG_LEVEL="WARNING",
-            PROMETHEUS_MULTIPROC_DIR=str(self.root / "prometheus"),
         )
-        env.update(self.extra_env)
-        return env
+        return env | self.extra_env | overrides
 
-    def _process(self, name: str, argv: list[str]) -> Process:
-        process = Process(name, argv, self.env(), self.root, self.root / f"{name}.log")
+    def _start(
+        self, name: str, argv: list[str], *, cwd: Path | None = None, **env: str
+    ) -> ManagedProcess:
+        process = start_process(
+            name, argv, self.env(**env), self.root / f"{name}.log", cwd=cwd or self.root
+        )
         self.processes[name] = process
         return process
 
-    def start_web(self) -> Process:
-        env_port = {"PORT": str(self.web_port), "WEB_CONCURRENCY": "2", "WEB_THREADS": "4"}
-        process = self._process(
-            "web", [str(BIN / "gunicorn"), "-c", str(REPO / "gunicorn.conf.py")]
+    def start_web(self) -> ManagedProcess:
+        process = self._start(
+            "web",
+            web_command(),
+            cwd=REPO,
+            PORT=str(self.web_port),
+            WEB_CONCURRENCY="2",
+            WEB_THREADS="4",
         )
-        process.env.update(env_port)
-        process.cwd = REPO
-        process.start()
-        wait_until(
-            lambda: _answers(f"{self.web_url}/healthz") or _dead(process),
-            timeout=60,
-            what="gunicorn answering /healthz",
-            interval=0.2,
+        process.wait_http_ok(
+            f"{self.web_url}/healthz", timeout=60, what="gunicorn answering /healthz"
         )
-        assert process.is_running(), f"gunicorn died:\n{process.log_since_mark()}"
         return process
 
-    def start_worker(self) -> Process:
-        return self._process(
+    def start_worker(self) -> ManagedProcess:
+        return self._start(
             "worker",
-            [
-                str(BIN / "celery"),
-                "-A",
-                "orders_project",
-                "worker",
-                "--concurrency=2",
-                f"--hostname=payments-{uuid.uuid4().hex[:6]}@%h",
-                "--without-mingle",
-                "--without-gossip",
-                "--loglevel=WARNING",
-            ],
-        ).start()
+            worker_command(hostname=f"payments-{uuid.uuid4().hex[:6]}@%h", concurrency=2),
+        )
 
-    def start_beat(self) -> Process:
-        return self._process(
+    def start_beat(self) -> ManagedProcess:
+        return self._start(
             "beat",
-            [
-                str(BIN / "celery"),
-                "-A",
-                "orders_project",
-                "beat",
-                "--loglevel=WARNING",
-                f"--pidfile={self.root / 'beat.pid'}",
-                f"--schedule={self.root / 'beat-schedule'}",
-            ],
-        ).start()
+            beat_command(pidfile=self.root / "beat.pid", schedule=self.root / "beat-schedule"),
+        )
 
-    def restart_web(self) -> Process:
+    def restart_web(self) -> ManagedProcess:
         self.processes["web"].stop()
         return self.start_web()
 
-    def alive(self) -> list[Process]:
+    def alive(self) -> list[ManagedProcess]:
         return list(self.processes.values())
 
     def stop(self) -> None:
         # All at once: each drains its in-flight work in parallel with the others.
-        for process in self.processes.values():
-            process.terminate()
-        for process in self.processes.values():
-            process.stop()
-
-
-def _answers(url: str) -> bool:
-    try:
-        return requests.get(url, timeout=1).status_code == 200
-    except requests.RequestException:
-        return False
-
-
-def _dead(process: Process) -> bool:
-    return not process.is_running()
+        stop_all(self.processes.values())
 
 
 @pytest.fixture(scope="session")
@@ -296,7 +176,7 @@ class Provider:
         self.stack = stack
         self.root = root
         self.state_file = root / "provider-state.json"
-        self.process: Process | None = None
+        self.process: ManagedProcess | None = None
         self.starts = 0
 
     @property
@@ -315,34 +195,23 @@ class Provider:
         """Start (or restart, with the same port and state file) the provider process."""
         assert self.process is None or not self.process.is_running(), "already running"
         self.starts += 1
-        argv = [
-            str(PYTHON),
-            str(REPO / "manage.py"),
-            "run_fake_provider",
-            f"--port={self.stack.provider_port}",
-            f"--webhook-url={self.stack.webhook_url}",
-            f"--webhook-secret={WEBHOOK_SECRET}",
-            f"--webhook-delay={webhook_delay}",
-            f"--state-file={self.state_file}",
-            f"--error-rate={error_rate}",
-            f"--latency={latency}",
-            f"--duplicate-rate={duplicate_rate}",
-            f"--out-of-order={out_of_order}",
-        ]
-        self.process = Process(
-            "provider",
-            argv,
-            self.stack.env(),
-            REPO,
-            self.root / "provider.log",
-        ).start()
-        wait_until(
-            lambda: _answers(f"{self.url}/healthz") or _dead(self.process),
-            timeout=30,
-            what="fake provider answering /healthz",
-            interval=0.1,
+        argv = provider_command(
+            port=self.stack.provider_port,
+            webhook_url=self.stack.webhook_url,
+            state_file=self.state_file,
+            webhook_secret=WEBHOOK_SECRET,
+            webhook_delay=webhook_delay,
+            error_rate=error_rate,
+            latency=latency,
+            duplicate_rate=duplicate_rate,
+            out_of_order=out_of_order,
         )
-        assert self.process.is_running(), f"provider died:\n{self.process.log_since_mark()}"
+        self.process = start_process(
+            "provider", argv, self.stack.env(), self.root / "provider.log", cwd=REPO
+        )
+        self.process.wait_http_ok(
+            f"{self.url}/healthz", timeout=30, what="fake provider answering /healthz", interval=0.1
+        )
         return self
 
     def stop(self) -> None:
@@ -382,9 +251,9 @@ def provider(stack, transactional_db, tmp_path):
         for process in [*stack.processes.values(), handle.process]:
             if process is None:
                 continue
-            state = "running" if process.is_running() else f"exited {process.popen.returncode}"
+            state = "running" if process.alive else f"exited {process.returncode}"
             print(f"----- {process.name} (pid {process.pid}, {state})")
-            print(process.log_since_mark() or "(nothing logged)")
+            print(process.log_tail(since_mark=True) or "(nothing logged)")
         # Let a step or webhook of this test that is still in flight finish before the flush.
         time.sleep(0.5)
 

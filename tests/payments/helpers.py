@@ -7,9 +7,10 @@ import json
 import time
 import uuid
 from collections import defaultdict
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Iterable
 from dataclasses import dataclass
 from decimal import Decimal
+from functools import partial
 from typing import Any
 
 import redis
@@ -19,6 +20,7 @@ from django.db.models import Sum
 from catalog.models import Product
 from orders.models import Order, OrderItem, OrderStatus
 from payments.signatures import webhook_sign
+from tests import polling
 
 # The secret the stack's web process verifies and its fake provider signs with.
 WEBHOOK_SECRET = "whsec_cGF5bWVudHMtdGVzdHMtY3VycmVudC1zZWNyZXQtMA=="
@@ -69,26 +71,8 @@ class Shop:
         return self.session.post(f"{self.base_url}/api/v1/orders/{order_id}/cancel/", timeout=30)
 
 
-def eventually(
-    predicate: Callable[[], Any],
-    *,
-    timeout: float,
-    what: str,
-    interval: float = 0.2,
-    alive: Sequence = (),
-) -> Any:
-    """Poll until predicate() is truthy and return it; fail naming `what` at the deadline,
-    or at once when one of the `alive` processes died meanwhile."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        for process in alive:
-            assert process.is_running(), f"{process.name} died while waiting for {what}"
-        if time.monotonic() >= deadline:
-            raise AssertionError(f"{what}: not true within {timeout:.0f}s (last: {value!r})")
-        time.sleep(interval)
+# The saga moves through HTTP, Celery and the provider: every 0.2 s is often enough.
+eventually = partial(polling.eventually, interval=0.2)
 
 
 def order_status(order_id) -> tuple[str, str]:

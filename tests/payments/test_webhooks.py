@@ -7,6 +7,7 @@ mismatches and events that arrive before their order.
 from __future__ import annotations
 
 import json
+import math
 import threading
 import time
 import uuid
@@ -117,9 +118,22 @@ def _wrong_secret(body, headers):
     return body, signed_headers(body, secret=STRANGER_SECRET)
 
 
+def _seconds_away_at_least(offset: int) -> int:
+    """A whole-second timestamp at least |offset| s from now, however the clock's fraction
+    falls (the header is whole seconds; the server compares with its own float clock)."""
+    now = time.time()
+    return math.ceil(now) + offset if offset > 0 else math.floor(now) + offset
+
+
+def _seconds_away_at_most(offset: int) -> int:
+    """A whole-second timestamp at most |offset| s from now (see above)."""
+    now = time.time()
+    return math.floor(now) + offset if offset > 0 else math.ceil(now) + offset
+
+
 def _timestamp(offset):
     def build(body, headers):
-        return body, signed_headers(body, timestamp=int(time.time()) + offset)
+        return body, signed_headers(body, timestamp=_seconds_away_at_least(offset))
 
     return build
 
@@ -232,7 +246,7 @@ def test_timestamps_within_the_tolerance_are_accepted_both_ways():
         placed = place_pending_order()
         event = webhook_event("payment.succeeded", order=placed.order, payment_id=placed.payment_id)
         body = json.dumps(event).encode()
-        headers = signed_headers(body, timestamp=int(time.time()) + offset)
+        headers = signed_headers(body, timestamp=_seconds_away_at_most(offset))
         assert post_webhook(body, headers).status_code == 200
         assert Order.objects.get(pk=placed.order.pk).status == OrderStatus.PAID
 
