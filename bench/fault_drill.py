@@ -41,7 +41,6 @@ import random
 import secrets
 import shutil
 import signal
-import subprocess
 import sys
 import tempfile
 import threading
@@ -54,8 +53,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from scripts.processes import (  # noqa: E402 - after the path set-up
-    PYTHON,
+from bench.common import make_log, manage  # noqa: E402 - after the path set-up
+from scripts.processes import (  # noqa: E402
     ManagedProcess,
     beat_command,
     cpu_seconds,
@@ -88,8 +87,7 @@ REQUEST_TIMEOUT = 8.0
 OUTAGE_HOLD = 3.0  # seconds PostgreSQL / Redis stay down
 
 
-def log(message: str) -> None:
-    print(f"[drill {time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
+log = make_log("drill")
 
 
 # --------------------------------------------------------------------------- processes
@@ -205,18 +203,7 @@ class Drill:
         )
 
     def manage(self, *argv: str) -> str:
-        done = subprocess.run(
-            [str(PYTHON), "manage.py", *argv],
-            cwd=ROOT,
-            env=self.env(),
-            capture_output=True,
-            text=True,
-            timeout=300,
-            check=False,
-        )
-        if done.returncode != 0:
-            raise RuntimeError(f"manage.py {argv[0]} failed:\n{done.stderr[-3000:]}")
-        return done.stdout
+        return manage(list(argv), self.env())
 
     def sql(self, query: str, params=()) -> list[tuple]:
         import psycopg

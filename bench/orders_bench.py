@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import datetime as dt
 import importlib.util
 import json
 import os
@@ -33,13 +32,27 @@ import urllib.error
 import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
-from urllib.parse import unquote, urlparse
 
 BENCH_DIR = Path(__file__).resolve().parent
 ROOT = BENCH_DIR.parent
 sys.path.insert(0, str(ROOT))
 
-from scripts.processes import (  # noqa: E402 - after the path set-up
+from bench.common import (  # noqa: E402 - after the path set-up
+    RAISED_RATE,
+    RESULTS_DIR,
+    DbUrl,
+    add_server_args,
+    backend_pids,
+    core_count,
+    create_and_migrate,
+    git_revision,
+    machine_busy_seconds,
+    make_log,
+    utc_stamp,
+    write_json,
+)
+from bench.common import manage as _manage  # noqa: E402
+from scripts.processes import (  # noqa: E402
     PYTHON,
     ManagedProcess,
     cpu_seconds,
@@ -47,7 +60,6 @@ from scripts.processes import (  # noqa: E402 - after the path set-up
 )
 from scripts.servers import child_pids, free_port  # noqa: E402
 
-RESULTS_DIR = BENCH_DIR / "results"
 DEFAULT_DATABASE_URL = "postgres://postgres@127.0.0.1:5432/orders_bench"
 # Marks a database this script created, the only kind it empties before a run.
 DB_MARKER = "orders_bench: created by bench/orders_bench.py; emptied before every run"
@@ -72,23 +84,10 @@ def spread_product_id(n: int) -> str:
     return f"00000000-0000-4000-8000-000000{n}"
 
 
-# Rate limits raised far above anything a run reaches, keeping the production window shape.
-RAISED_RATE = "1000000000/60s"
-CLK_TCK = os.sysconf("SC_CLK_TCK")
-
-
 # --------------------------------------------------------------------------- small helpers
 
 
-def log(message: str) -> None:
-    print(f"[bench {time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
-
-
-def core_count() -> int:
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # not Linux
-        return os.cpu_count() or 1
+log = make_log("bench")
 
 
 def find_pgbench() -> tuple[str, str]:
@@ -104,49 +103,7 @@ def find_pgbench() -> tuple[str, str]:
     raise SystemExit("pgbench not found: install postgresql-client or the pgserver package")
 
 
-@dataclass(frozen=True)
-class DbUrl:
-    url: str
-    host: str
-    port: int
-    user: str
-    password: str
-    name: str
-
-    @classmethod
-    def parse(cls, url: str) -> DbUrl:
-        parsed = urlparse(url)
-        return cls(
-            url=url,
-            host=unquote(parsed.hostname or "127.0.0.1"),
-            port=parsed.port or 5432,
-            user=unquote(parsed.username or "postgres"),
-            password=unquote(parsed.password or ""),
-            name=unquote(parsed.path.lstrip("/")) or "orders_bench",
-        )
-
-    def connect(self, dbname: str | None = None):
-        import psycopg
-
-        return psycopg.connect(
-            host=self.host,
-            port=self.port,
-            user=self.user,
-            password=self.password or None,
-            dbname=dbname or self.name,
-            autocommit=True,
-            connect_timeout=5,
-        )
-
-
 # --------------------------------------------------------------------------- CPU accounting
-
-
-def _machine_busy_seconds() -> float:
-    """CPU seconds spent not idle (all cores) since boot, from /proc/stat."""
-    values = [int(v) for v in Path("/proc/stat").read_text().splitlines()[0].split()[1:]]
-    idle = values[3] + values[4]  # idle + iowait
-    return (sum(values[:8]) - idle) / CLK_TCK
 
 
 @dataclass
@@ -165,7 +122,7 @@ class CpuSample:
         usage = resource.getrusage(resource.RUSAGE_CHILDREN)
         return cls(
             wall=time.monotonic(),
-            machine=_machine_busy_seconds(),
+            machine=machine_busy_seconds(),
             children=usage.ru_utime + usage.ru_stime,
             load1=os.getloadavg()[0],
             server={pid: cpu_seconds(pid) for pid in server_pids},
@@ -201,56 +158,29 @@ def bench_backend_pids(db: DbUrl) -> list[int]:
     """PostgreSQL backends serving the bench database (server-side pids, same machine)."""
     try:
         with db.connect() as conn:
-            rows = conn.execute(
-                "SELECT pid FROM pg_stat_activity WHERE datname = %s AND pid <> pg_backend_pid()",
-                [db.name],
-            ).fetchall()
+            return backend_pids(conn, db.name)
     except Exception:  # best effort: CPU attribution only
         return []
-    return [row[0] for row in rows]
 
 
 # --------------------------------------------------------------------------- setup
 
 
 def manage(args: list[str], env: dict[str, str]) -> str:
-    done = subprocess.run(
-        [str(PYTHON), "manage.py", *args],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=False,
-    )
-    if done.returncode != 0:
-        raise SystemExit(f"manage.py {args[0]} failed:\n{done.stderr[-3000:]}")
-    return done.stdout
+    return _manage(args, env, error=SystemExit)
 
 
 def prepare_database(db: DbUrl, env: dict[str, str]) -> None:
     """Create the database if missing, migrate it, and empty it if this script owns it."""
-    with db.connect(dbname="postgres") as conn:
-        exists = conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", [db.name]).fetchone()
-        if not exists:
-            log(f"creating database {db.name}")
-            conn.execute(f'CREATE DATABASE "{db.name}"')
-            conn.execute(f"COMMENT ON DATABASE \"{db.name}\" IS '{DB_MARKER}'")
-    log("migrating")
-    manage(["migrate", "--no-input", "-v0"], env)
-    with db.connect() as conn:
-        comment = conn.execute(
-            "SELECT shobj_description(oid, 'pg_database') FROM pg_database WHERE datname = %s",
-            [db.name],
-        ).fetchone()[0]
-        if comment == DB_MARKER:
+    if create_and_migrate(db, env, marker=DB_MARKER, log=log, error=SystemExit):
+        with db.connect() as conn:
             # Start every run from empty order tables so runs are comparable.
             conn.execute(
                 "TRUNCATE orders_idempotencyrecord, orders_orderitem, orders_order, "
                 "outbox_outboxevent CASCADE"
             )
-        else:
-            log(f"database {db.name} was not created by this script: not emptying it")
+    else:
+        log(f"database {db.name} was not created by this script: not emptying it")
 
 
 @dataclass(frozen=True)
@@ -563,17 +493,6 @@ def format_table(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
-def git_revision() -> str:
-    done = subprocess.run(
-        ["git", "describe", "--always", "--dirty"],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    return done.stdout.strip() or "unknown"
-
-
 # --------------------------------------------------------------------------- main
 
 
@@ -588,11 +507,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         default="normal,hot",
         help="comma-separated: normal (2 fixed products), hot (1 product), spread (2 of 100)",
     )
-    parser.add_argument(
-        "--database-url", default=os.environ.get("BENCH_DATABASE_URL", DEFAULT_DATABASE_URL)
-    )
-    parser.add_argument(
-        "--redis-url", default=os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0")
+    add_server_args(
+        parser, database_env="BENCH_DATABASE_URL", database_default=DEFAULT_DATABASE_URL
     )
     parser.add_argument(
         "--workers",
@@ -618,9 +534,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    stamp = dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%SZ")
+    stamp = utc_stamp()
     RESULTS_DIR.mkdir(exist_ok=True)
-    db = DbUrl.parse(args.database_url)
+    db = DbUrl.parse(args.database_url, default_name="orders_bench")
     pgbench, pgbench_origin = find_pgbench()
     pgbench_version = subprocess.run(
         [pgbench, "--version"], capture_output=True, text=True, check=False
@@ -747,7 +663,7 @@ def main(argv: list[str] | None = None) -> int:
         "anything else running on the machine)"
     )
     out_path = RESULTS_DIR / f"orders-{stamp}.json"
-    out_path.write_text(json.dumps({"header": header, "rows": rows}, indent=2) + "\n")
+    write_json(out_path, {"header": header, "rows": rows})
     print(
         f"results: {out_path.relative_to(ROOT)}  gunicorn log: {service.log_path.relative_to(ROOT)}"
     )

@@ -37,7 +37,6 @@ import platform
 import random
 import secrets
 import signal
-import subprocess
 import sys
 import threading
 import time
@@ -48,13 +47,27 @@ from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import SimpleNamespace
-from urllib.parse import unquote, urlparse
 
 BENCH_DIR = Path(__file__).resolve().parent
 ROOT = BENCH_DIR.parent
 sys.path.insert(0, str(ROOT))
 
-from scripts.processes import (  # noqa: E402 - after the path set-up
+from bench.common import (  # noqa: E402 - after the path set-up
+    RAISED_RATE,
+    RESULTS_DIR,
+    DbUrl,
+    add_server_args,
+    backend_pids,
+    core_count,
+    create_and_migrate,
+    git_revision,
+    machine_busy_seconds,
+    make_log,
+    manage,
+    utc_stamp,
+    write_json,
+)
+from scripts.processes import (  # noqa: E402
     PYTHON,
     ManagedProcess,
     beat_command,
@@ -66,26 +79,15 @@ from scripts.processes import (  # noqa: E402 - after the path set-up
 )
 from scripts.servers import free_port  # noqa: E402
 
-RESULTS_DIR = BENCH_DIR / "results"
 DEFAULT_DATABASE_URL = "postgres://postgres@127.0.0.1:5432/orders_relay_bench"
 DB_MARKER = "relay_bench: created by bench/relay_bench.py; emptied before every run"
-RAISED_RATE = "1000000000/60s"
-CLK_TCK = os.sysconf("SC_CLK_TCK")
 COPY_COLUMNS = (
     "id, type, aggregate_type, aggregate_id, version, occurred_at, correlation_id, payload, "
     "status, attempts, next_attempt_at, last_error, created_at"
 )
 
 
-def log(message: str) -> None:
-    print(f"[relay-bench {time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
-
-
-def core_count() -> int:
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:
-        return os.cpu_count() or 1
+log = make_log("relay-bench")
 
 
 def percentile(sorted_values: list[float], fraction: float) -> float | None:
@@ -93,25 +95,6 @@ def percentile(sorted_values: list[float], fraction: float) -> float | None:
         return None
     index = min(len(sorted_values) - 1, max(0, round(fraction * len(sorted_values)) - 1))
     return sorted_values[index]
-
-
-def git_revision() -> str:
-    done = subprocess.run(
-        ["git", "describe", "--always", "--dirty"],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    return done.stdout.strip() or "unknown"
-
-
-# --------------------------------------------------------------------------- CPU accounting
-
-
-def machine_busy_seconds() -> float:
-    values = [int(v) for v in Path("/proc/stat").read_text().splitlines()[0].split()[1:]]
-    return (sum(values[:8]) - values[3] - values[4]) / CLK_TCK
 
 
 # --------------------------------------------------------------------------- processes
@@ -160,72 +143,9 @@ class Procs:
 # --------------------------------------------------------------------------- database
 
 
-@dataclass(frozen=True)
-class DbUrl:
-    url: str
-    host: str
-    port: int
-    user: str
-    password: str
-    name: str
-
-    @classmethod
-    def parse(cls, url: str) -> DbUrl:
-        parsed = urlparse(url)
-        return cls(
-            url=url,
-            host=unquote(parsed.hostname or "127.0.0.1"),
-            port=parsed.port or 5432,
-            user=unquote(parsed.username or "postgres"),
-            password=unquote(parsed.password or ""),
-            name=unquote(parsed.path.lstrip("/")) or "orders_relay_bench",
-        )
-
-    def connect(self, dbname: str | None = None, autocommit: bool = True):
-        import psycopg
-
-        return psycopg.connect(
-            host=self.host,
-            port=self.port,
-            user=self.user,
-            password=self.password or None,
-            dbname=dbname or self.name,
-            autocommit=autocommit,
-            connect_timeout=5,
-        )
-
-
-def manage(args: list[str], env: dict[str, str], timeout: float = 300) -> str:
-    done = subprocess.run(
-        [str(PYTHON), "manage.py", *args],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        check=False,
-    )
-    if done.returncode != 0:
-        raise RuntimeError(f"manage.py {args[0]} failed:\n{done.stderr[-3000:]}")
-    return done.stdout
-
-
 def prepare_database(db: DbUrl, env: dict[str, str]) -> None:
     """Create (once) and migrate the bench database; refuse to empty one we did not create."""
-    with db.connect(dbname="postgres") as conn:
-        exists = conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", [db.name]).fetchone()
-        if not exists:
-            log(f"creating database {db.name}")
-            conn.execute(f'CREATE DATABASE "{db.name}"')
-            conn.execute(f"COMMENT ON DATABASE \"{db.name}\" IS '{DB_MARKER}'")
-    log("migrating")
-    manage(["migrate", "--no-input", "-v0"], env)
-    with db.connect() as conn:
-        comment = conn.execute(
-            "SELECT shobj_description(oid, 'pg_database') FROM pg_database WHERE datname = %s",
-            [db.name],
-        ).fetchone()[0]
-    if comment != DB_MARKER:
+    if not create_and_migrate(db, env, marker=DB_MARKER, log=log):
         raise SystemExit(
             f"database {db.name} was not created by bench/relay_bench.py (no marker comment): "
             "refusing to empty its outbox; pass another --database-url"
@@ -341,11 +261,7 @@ def explain_claim(db: DbUrl, batch_size: int) -> dict:
 
 def postgres_cpu(db_conn, dbname: str) -> dict[int, float]:
     """CPU seconds of each backend connected to the bench database (same machine)."""
-    rows = db_conn.execute(
-        "SELECT pid FROM pg_stat_activity WHERE datname = %s AND pid <> pg_backend_pid()",
-        [dbname],
-    ).fetchall()
-    return {pid: cpu_seconds(pid) for (pid,) in rows}
+    return {pid: cpu_seconds(pid) for pid in backend_pids(db_conn, dbname)}
 
 
 def pending_count(db_conn) -> int:
@@ -1049,11 +965,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--events", type=int, default=50_000)
     parser.add_argument("--workers", default="1,4", help="comma-separated worker process counts")
-    parser.add_argument(
-        "--database-url", default=os.environ.get("RELAY_BENCH_DATABASE_URL", DEFAULT_DATABASE_URL)
-    )
-    parser.add_argument(
-        "--redis-url", default=os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0")
+    add_server_args(
+        parser, database_env="RELAY_BENCH_DATABASE_URL", database_default=DEFAULT_DATABASE_URL
     )
     parser.add_argument(
         "--batch-size", type=int, default=200, help="OUTBOX_BATCH_SIZE for the workers"
@@ -1102,12 +1015,12 @@ def cleanup_redis(run: Run) -> None:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     cores = core_count()
-    stamp = dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%SZ")
+    stamp = utc_stamp()
     tag = secrets.token_hex(4)
     RESULTS_DIR.mkdir(exist_ok=True)
     log_dir = RESULTS_DIR / f"relay-{stamp}-logs"
     log_dir.mkdir()
-    db = DbUrl.parse(args.database_url)
+    db = DbUrl.parse(args.database_url, default_name="orders_relay_bench")
     base_env = {
         k: v for k, v in os.environ.items() if k not in ("PROMETHEUS_MULTIPROC_DIR", "BIND")
     } | {
@@ -1186,7 +1099,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"VERIFY FAILED for {row['workers']} workers: {row['verify']}")
             code = code or 1
     out_path = RESULTS_DIR / f"relay-{stamp}.json"
-    out_path.write_text(json.dumps(result, indent=2, default=str) + "\n")
+    write_json(out_path, result, default=str)
     print(
         f"\n{cores} cores; ratio = relay first→last entry events/s ÷ raw pipelined XADD/s. "
         f"results: {out_path.relative_to(ROOT)}  logs: {log_dir.relative_to(ROOT)}/"
