@@ -154,6 +154,10 @@ DATA_UPLOAD_MAX_MEMORY_SIZE = MAX_REQUEST_BODY_BYTES
 
 SHOP_CURRENCY = os.environ.get("SHOP_CURRENCY", "USD")
 
+# /metrics: comma-separated CIDRs of the Prometheus scrapers (e.g. "127.0.0.1/32,10.0.0.0/8");
+# empty serves anyone, which suits a local run — restrict it in production.
+METRICS_ALLOWED_NETWORKS = env_list("METRICS_ALLOWED_NETWORKS", [])
+
 # Orders (SPEC §2-§3).
 ORDER_PAYMENT_TIMEOUT = env_int("ORDER_PAYMENT_TIMEOUT", 15 * 60)  # seconds
 IDEMPOTENCY_KEY_TTL = env_int("IDEMPOTENCY_KEY_TTL", 24 * 3600)  # seconds, at least

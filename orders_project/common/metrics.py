@@ -8,9 +8,12 @@ scrape-time collectors that apps register here; they read PostgreSQL on each scr
 
 from __future__ import annotations
 
+import ipaddress
 import os
 
 import prometheus_client
+from django.conf import settings
+from django.core.exceptions import PermissionDenied
 from django.http import HttpRequest, HttpResponse
 from django.views.decorators.http import require_GET
 from prometheus_client import multiprocess
@@ -42,8 +45,22 @@ class _DefaultRegistryView:
         return prometheus_client.REGISTRY.collect()
 
 
+def _scraper_allowed(request: HttpRequest) -> bool:
+    """METRICS_ALLOWED_NETWORKS (CIDRs) restricts /metrics to the scrapers; empty = anyone."""
+    networks = settings.METRICS_ALLOWED_NETWORKS
+    if not networks:
+        return True
+    try:
+        address = ipaddress.ip_address(request.META.get("REMOTE_ADDR", ""))
+    except ValueError:
+        return False
+    return any(address in ipaddress.ip_network(network, strict=False) for network in networks)
+
+
 @require_GET
 def metrics_view(request: HttpRequest) -> HttpResponse:
+    if not _scraper_allowed(request):
+        raise PermissionDenied("metrics are served to the configured scrapers only")
     return HttpResponse(
         prometheus_client.generate_latest(_registry()),
         content_type=prometheus_client.CONTENT_TYPE_LATEST,

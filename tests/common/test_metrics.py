@@ -43,3 +43,14 @@ def test_metrics_counts_responses_by_status(client):
 
 def test_metrics_refuses_writes(client):
     assert client.post("/metrics").status_code == 405
+
+
+def test_metrics_can_be_restricted_to_the_scrapers_networks(client, settings):
+    # given /metrics restricted to a scraper network
+    settings.METRICS_ALLOWED_NETWORKS = ["10.1.0.0/16"]
+    # when the scraper asks, it gets the metrics; anyone else gets a 403 problem
+    allowed = client.get("/metrics", REMOTE_ADDR="10.1.2.3")
+    refused = client.get("/metrics", REMOTE_ADDR="192.0.2.7")
+    assert allowed.status_code == 200
+    assert refused.status_code == 403
+    assert refused["Content-Type"] == "application/problem+json"
