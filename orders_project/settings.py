@@ -210,6 +210,7 @@ PAYMENT_RETRY_BACKOFF = [
 ]
 PAYMENT_STEP_LEASE_SECONDS = env_int("PAYMENT_STEP_LEASE_SECONDS", 30)
 PAYMENT_NUDGE_ON_COMMIT = env_bool("PAYMENT_NUDGE_ON_COMMIT", True)
+PAYMENT_STEPS_TIME_BUDGET = float(os.environ.get("PAYMENT_STEPS_TIME_BUDGET", "5"))
 
 # Outbox relay (SPEC §4).
 EVENT_STREAM = os.environ.get("EVENT_STREAM", "orders.events")
@@ -224,7 +225,8 @@ OUTBOX_DEDUPE_TTL = env_int("OUTBOX_DEDUPE_TTL", 7 * 24 * 3600)
 OUTBOX_MAX_EVENT_BYTES = env_int("OUTBOX_MAX_EVENT_BYTES", 256 * 1024)
 OUTBOX_RETENTION = env_int("OUTBOX_RETENTION", 7 * 24 * 3600)  # seconds
 OUTBOX_RELAY_INTERVAL = float(os.environ.get("OUTBOX_RELAY_INTERVAL", "1"))
-OUTBOX_RELAY_TIME_BUDGET = float(os.environ.get("OUTBOX_RELAY_TIME_BUDGET", "10"))
+# One relay run stops after this long so other tasks on the same worker get their turn.
+OUTBOX_RELAY_TIME_BUDGET = float(os.environ.get("OUTBOX_RELAY_TIME_BUDGET", "5"))
 OUTBOX_NUDGE_ON_COMMIT = env_bool("OUTBOX_NUDGE_ON_COMMIT", True)
 
 # Celery: Redis is the broker; tasks arrive in later issues.

@@ -3,6 +3,7 @@
 import time
 
 from celery import shared_task
+from django.conf import settings
 
 from orders_project.common.nudge import nudge_clear
 from payments.nudge import STEPS_TASK
@@ -14,7 +15,7 @@ from payments.services import payment_steps_run, webhook_retry_waiting
 @shared_task(acks_late=True, soft_time_limit=20, time_limit=25, ignore_result=True)
 def run_payment_steps() -> int:
     nudge_clear(STEPS_TASK)
-    total, deadline = 0, time.monotonic() + 10
+    total, deadline = 0, time.monotonic() + settings.PAYMENT_STEPS_TIME_BUDGET
     while time.monotonic() < deadline:
         report = payment_steps_run()
         total += report.claimed
