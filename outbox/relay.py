@@ -22,42 +22,16 @@ from dataclasses import dataclass
 from datetime import timedelta
 
 from django.conf import settings
-from django.db import connection, transaction
+from django.db import transaction
 from django.db.models import F
 from django.utils import timezone
 
 from outbox import metrics
+from outbox.locks import claim_due_events
 from outbox.models import OutboxEvent, OutboxStatus
 from outbox.sink import PoisonEvent, PublishResult, SinkUnavailable, sink_ping, sink_publish
 
 logger = logging.getLogger(__name__)
-
-_CLAIM_SQL = """
-WITH due AS (
-    SELECT e.id
-    FROM outbox_outboxevent e
-    WHERE e.status = 'pending'
-      AND e.next_attempt_at <= now()
-      AND (e.lease_expires_at IS NULL OR e.lease_expires_at < now())
-      AND NOT EXISTS (
-          SELECT 1 FROM outbox_outboxevent earlier
-          WHERE earlier.aggregate_type = e.aggregate_type
-            AND earlier.aggregate_id = e.aggregate_id
-            AND earlier.version < e.version
-            AND earlier.status IN ('pending', 'dead')
-      )
-    ORDER BY e.next_attempt_at, e.created_at
-    LIMIT %(limit)s
-    FOR UPDATE SKIP LOCKED
-)
-UPDATE outbox_outboxevent AS claimed
-SET lease_token = %(token)s,
-    lease_expires_at = now() + make_interval(secs => %(lease)s),
-    attempts = claimed.attempts + 1
-FROM due
-WHERE claimed.id = due.id
-RETURNING claimed.id
-"""
 
 
 class CircuitBreaker:
@@ -108,11 +82,7 @@ def backoff_seconds(attempt: int) -> float:
 
 
 def outbox_claim(*, limit: int, token: uuid.UUID) -> list[OutboxEvent]:
-    with transaction.atomic(), connection.cursor() as cursor:
-        cursor.execute(
-            _CLAIM_SQL, {"limit": limit, "token": token, "lease": settings.OUTBOX_LEASE_SECONDS}
-        )
-        ids = [row[0] for row in cursor.fetchall()]
+    ids = claim_due_events(limit=limit, token=token, lease_seconds=settings.OUTBOX_LEASE_SECONDS)
     # Publish in a stable order: oldest first (each aggregate appears at most once).
     return list(OutboxEvent.objects.filter(pk__in=ids).order_by("created_at", "version"))
 

@@ -21,7 +21,7 @@ from typing import Any, cast
 from uuid import UUID
 
 from django.conf import settings
-from django.db import IntegrityError, connection, transaction
+from django.db import IntegrityError, transaction
 from django.db.models import F
 from django.utils import timezone
 
@@ -35,7 +35,7 @@ from orders.services import (
 )
 from outbox.services import EventEnvelope, outbox_enqueue
 from payments import metrics
-from payments.locks import lock_order_and_payment
+from payments.locks import claim_due_payments, lock_order_and_payment, lock_waiting_webhook
 from payments.models import (
     OUTBOUND_STATUSES,
     Payment,
@@ -108,25 +108,6 @@ def payment_stop_for_cancelled_order(event: EventEnvelope) -> None:
 # --- outbound steps: claim, call the provider, record ------------------------------------
 
 
-_CLAIM_SQL = """
-WITH due AS (
-    SELECT id FROM payments_payment
-    WHERE status = ANY(%(statuses)s)
-      AND next_attempt_at <= now()
-      AND (lease_expires_at IS NULL OR lease_expires_at < now())
-    ORDER BY next_attempt_at
-    LIMIT %(limit)s
-    FOR UPDATE SKIP LOCKED
-)
-UPDATE payments_payment AS p
-SET lease_token = %(token)s,
-    lease_expires_at = now() + make_interval(secs => %(lease)s),
-    attempts = p.attempts + 1
-FROM due WHERE p.id = due.id
-RETURNING p.id
-"""
-
-
 @dataclass
 class StepsReport:
     claimed: int = 0
@@ -137,17 +118,12 @@ class StepsReport:
 def payment_steps_run(*, limit: int = 50) -> StepsReport:
     """Work every payment step that is due: request, cancel or refund at the provider."""
     token = uuid.uuid4()
-    with transaction.atomic(), connection.cursor() as cursor:
-        cursor.execute(
-            _CLAIM_SQL,
-            {
-                "statuses": [str(s) for s in OUTBOUND_STATUSES],
-                "limit": limit,
-                "token": token,
-                "lease": settings.PAYMENT_STEP_LEASE_SECONDS,
-            },
-        )
-        ids = [row[0] for row in cursor.fetchall()]
+    ids = claim_due_payments(
+        statuses=[str(status) for status in OUTBOUND_STATUSES],
+        limit=limit,
+        token=token,
+        lease_seconds=settings.PAYMENT_STEP_LEASE_SECONDS,
+    )
     report = StepsReport(claimed=len(ids))
     for payment in Payment.objects.filter(pk__in=ids).order_by("next_attempt_at"):
         step = payment.status
@@ -378,11 +354,7 @@ def webhook_retry_waiting(*, limit: int = 100) -> int:
     ).values_list("pk", flat=True)[:limit]
     for entry_id in list(due):
         with transaction.atomic():
-            entry = (
-                WebhookInboxEntry.objects.select_for_update(skip_locked=True)
-                .filter(pk=entry_id, status=WebhookStatus.WAITING)
-                .first()
-            )
+            entry = lock_waiting_webhook(entry_id=entry_id)
             if entry is None:
                 continue
             outcome = _apply(entry=entry, event=entry.payload, order_id=entry.order_id)

@@ -14,6 +14,7 @@ from http.server import ThreadingHTTPServer
 import pytest
 import requests
 
+import payments.locks
 import payments.services
 from catalog.models import Product
 from orders.models import CancelReason, OrderStatus
@@ -153,9 +154,9 @@ def test_a_payment_settled_between_its_claim_and_its_step_is_released(monkeypatc
         client=client, email=unique_email(), lines=[OrderLine(product_id=product.pk, quantity=1)]
     )
     monkeypatch.setattr(
-        payments.services,
+        payments.locks,
         "_CLAIM_SQL",
-        payments.services._CLAIM_SQL.replace(
+        payments.locks._CLAIM_SQL.replace(
             "attempts = p.attempts + 1", "attempts = p.attempts + 1, status = 'succeeded'"
         ),
     )
