@@ -43,6 +43,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Self
 
 FORCE_PACKAGES_ENV = "ORDERS_EMBEDDED_FORCE_PACKAGES"
 # PostgreSQL refuses to run as root; as root we run it as this user (created if missing).
@@ -294,8 +295,32 @@ def _read_postmaster_pid(data_dir: Path) -> tuple[int, int, str] | None:
     return (pid, port, host) if pid_alive(pid) else None
 
 
+class _LocalServerHandle:
+    """What the PostgreSQL and Redis handles share: waiting for their port to close, and
+    use as a context manager that stops the server on exit."""
+
+    host: str
+    port: int
+
+    def stop(self, timeout: float = 30.0) -> None:
+        raise NotImplementedError
+
+    def _wait_port_closed(self, timeout: float) -> None:
+        wait_until(
+            lambda: not port_open(self.host, self.port, timeout=0.2),
+            timeout=timeout,
+            what=f"port {self.port} to close",
+        )
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
+
 @dataclass
-class PostgresServer:
+class PostgresServer(_LocalServerHandle):
     """A PostgreSQL this module started (or found running) on its own data dir."""
 
     data_dir: Path
@@ -344,19 +369,6 @@ class PostgresServer:
         wait_until(lambda: not self.is_running(), timeout=timeout, what="PostgreSQL kill")
         self._wait_port_closed(timeout)
         _wait_reaped(pids)
-
-    def _wait_port_closed(self, timeout: float) -> None:
-        wait_until(
-            lambda: not port_open(self.host, self.port, timeout=0.2),
-            timeout=timeout,
-            what=f"port {self.port} to close",
-        )
-
-    def __enter__(self) -> PostgresServer:
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.stop()
 
 
 def running_postgres(data_dir: str | os.PathLike) -> PostgresServer | None:
@@ -490,7 +502,7 @@ def _quote(value: Path) -> str:
 
 
 @dataclass
-class RedisServer:
+class RedisServer(_LocalServerHandle):
     """A redis-server this module started (or found running) on its own data dir."""
 
     data_dir: Path
@@ -531,19 +543,6 @@ class RedisServer:
         wait_until(lambda: not self.is_running(), timeout=timeout, what="Redis kill")
         self._wait_port_closed(timeout)
         _wait_reaped([self.pid])
-
-    def _wait_port_closed(self, timeout: float) -> None:
-        wait_until(
-            lambda: not port_open(self.host, self.port, timeout=0.2),
-            timeout=timeout,
-            what=f"port {self.port} to close",
-        )
-
-    def __enter__(self) -> RedisServer:
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.stop()
 
 
 def running_redis(data_dir: str | os.PathLike) -> RedisServer | None:
