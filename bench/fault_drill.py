@@ -68,8 +68,8 @@ from scripts.servers import (  # noqa: E402
     free_port,
     start_postgres,
     start_redis,
-    wait_until,
 )
+from scripts.waiting import wait_for  # noqa: E402
 
 DB_NAME = "orders_drill"
 NAMES = "drill"  # stream, queue, redbeat and cache prefixes inside the private Redis
@@ -84,10 +84,23 @@ DECLINE_SHARE = 0.2
 CANCEL_SHARE = 0.15
 CLIENT_THREADS = 3
 REQUEST_TIMEOUT = 8.0
-OUTAGE_HOLD = 3.0  # seconds PostgreSQL / Redis stay down
+OUTAGE_HOLD = 3.0  # seconds PostgreSQL / Redis stay down at least (until /readyz says so)
+# Base windows of the waits for an event (scripts/waiting.py): what a quiet machine needs
+# with a margin; each is scaled by the machine's measured slowness and extended while the
+# awaited thing makes progress. No check depends on a wait being short.
+STARTUP_WINDOW = 60.0
+RESPAWN_WINDOW = 30.0
+READY_WINDOW = 60.0
+# Beat's own pace: a new beat takes over once the killed one's RedBeat lock (25 s) runs
+# out and wakes at least every 5 s; the expiry task runs every 2 s (ORDER_EXPIRY_INTERVAL).
+BEAT_WINDOW = 45.0
 
 
 log = make_log("drill")
+
+
+class WaitTimeout(RuntimeError):
+    """A wait for an event ended without it: no progress for a whole (scaled) window."""
 
 
 # --------------------------------------------------------------------------- processes
@@ -218,6 +231,38 @@ class Drill:
             port=self.redis_port, socket_timeout=5, socket_connect_timeout=2, decode_responses=True
         )
 
+    def wait(
+        self,
+        predicate,
+        *,
+        what: str,
+        window: float,
+        progress=None,
+        interval: float = 0.2,
+        ceiling: float = 5.0,
+    ):
+        """wait_for() (scripts/waiting.py) logging each new progress reading, at most every
+        5 s: a long wait shows what it waits on and that it moves (the drill's test reads
+        its output as the drill's own progress)."""
+        logged_at = 0.0
+
+        def on_progress(reading) -> None:
+            nonlocal logged_at
+            if time.monotonic() - logged_at >= 5:
+                logged_at = time.monotonic()
+                log(f"  waiting for {what}: {reading}")
+
+        return wait_for(
+            predicate,
+            what=what,
+            timeout=window,
+            progress=progress,
+            interval=interval,
+            ceiling=ceiling,
+            error=WaitTimeout,
+            on_progress=on_progress,
+        )
+
     def set_up(self) -> None:
         import psycopg
 
@@ -263,15 +308,19 @@ class Drill:
         for proc in self.procs.values():
             proc.start()
             log(f"started {proc.name} (pid {proc.pid})")
-        self.procs["web"].wait_http_ok(
+        web = self.procs["web"]
+        web.wait_http_ok(
             f"{self.web_url}/readyz",
-            timeout=60,
+            timeout=STARTUP_WINDOW,
             what="web /readyz 200",
             interval=0.1,
             probe_timeout=2,
         )
-        wait_until(
-            lambda: len(child_pids(self.procs["web"].pid)) >= 2, timeout=30, what="2 web workers"
+        self.wait(
+            lambda: len(child_pids(web.pid)) >= 2,
+            what="2 web workers",
+            window=RESPAWN_WINDOW,
+            progress=web.progress,
         )
 
     def _worker_proc(self) -> Proc:
@@ -436,18 +485,56 @@ class Drill:
         self.faults.append(record)
 
     def provider_outage(self) -> None:
+        """The provider hangs past the payment deadline, and on until an order placed
+        meanwhile has expired: expiry needs a beat tick after the deadline, and beat may be
+        down or waiting to take over from a killed one by then, for longer on a busy
+        machine. Orders expired before the hang began do not count."""
         hold = self.args.payment_timeout + 6
 
         def action() -> dict:
             provider = self.procs["provider"]
+            expired_before = self.expired_orders()
             provider.pause()
+            paused_at = time.monotonic()
+            expired_at = None
             try:
                 self.hard_stop.wait(hold)
+                with contextlib.suppress(WaitTimeout):
+                    self.wait(
+                        lambda: self.expired_orders() > expired_before,
+                        what="an order to expire while the provider hangs",
+                        window=BEAT_WINDOW,
+                        progress=self.expiry_progress,
+                        interval=0.5,
+                    )
+                    expired_at = self.now()
             finally:
                 provider.resume()
-            return {"detail": f"provider SIGSTOPped for {hold}s, then SIGCONT"}
+            held = time.monotonic() - paused_at
+            return {
+                "detail": f"provider SIGSTOPped for {held:.1f}s (at least {hold}s, then until "
+                f"an order expired: {'at ' + str(expired_at) + 's' if expired_at else 'NEVER'}"
+                "), then SIGCONT"
+            }
 
         self.fault("provider hangs", action)
+
+    def expired_orders(self) -> int:
+        try:
+            return self.sql(
+                "SELECT count(*) FROM orders_order WHERE cancel_reason = 'payment_expired'"
+            )[0][0]
+        except Exception:  # PostgreSQL restarting: not yet
+            return 0
+
+    def expiry_progress(self) -> tuple:
+        """What moves while an expiry is on its way: beat sending the expiry task, orders
+        reaching their deadline."""
+        overdue = self.sql(
+            "SELECT count(*) FROM orders_order "
+            "WHERE status = 'pending_payment' AND expires_at < now()"
+        )[0][0]
+        return self.beat_runs("expire-overdue-orders"), overdue
 
     def kill_web_worker(self) -> dict:
         master = self.procs["web"].pid
@@ -463,51 +550,74 @@ class Drill:
             now = child_pids(master)
             return victim not in now and len(now) >= len(workers)
 
-        wait_until(respawned, timeout=30, what="gunicorn to respawn the worker")
+        web = self.procs["web"]
+        self.wait(
+            respawned,
+            what="gunicorn to respawn the worker",
+            window=RESPAWN_WINDOW,
+            progress=web.progress,
+        )
         new = sorted(set(child_pids(master)) - set(workers))
         return {"detail": f"SIGKILL worker {victim}; master {master} respawned {new}"}
 
-    def _restart(self, name: str, factory) -> dict:
+    def _restart(self, name: str, factory, after_kill=None) -> dict:
         old = self.procs[name]
         old.kill()
         self.retired.append(old)
+        record = after_kill() if after_kill else {}
         time.sleep(1.0)
         new = factory()
         new.generation = old.generation
         self.procs[name] = new.start()
         time.sleep(2.0)
         self.procs[name].check_alive()
-        return {"detail": f"SIGKILL group {old.pid}; new {name} pid {new.pid}"}
+        return {**record, "detail": f"SIGKILL group {old.pid}; new {name} pid {new.pid}"}
 
     def kill_celery_worker(self) -> dict:
         return self._restart("worker", self._worker_proc)
 
     def kill_beat(self) -> dict:
-        runs_before = self.beat_runs()
-        record = self._restart("beat", self._beat_proc)
-        record["relay_runs_before"] = runs_before
-        return record
+        # Counted once the old beat is dead (it can send nothing more): only the new beat
+        # can move the count past this.
+        return self._restart(
+            "beat", self._beat_proc, lambda: {"relay_runs_before": self.beat_runs()}
+        )
 
-    def beat_runs(self) -> int | None:
-        """How often beat has sent the relay task (RedBeat's meta for that entry)."""
+    def beat_runs(self, entry: str = "relay-outbox") -> int | None:
+        """How often beat has sent an entry's task (RedBeat's meta for that entry)."""
         with contextlib.suppress(Exception):
             client = self.redis_client()
             keys = [
                 key
                 for key in client.zrange(f"{NAMES}:redbeat:schedule", 0, -1)
-                if key.endswith("relay-outbox")
+                if key.endswith(entry)
             ]
             meta = client.hget(keys[0], "meta") if keys else None
             return json.loads(meta).get("total_run_count", 0) if meta else 0
         return None
 
-    def _outage(self, part: str, down, up) -> dict:
+    def beat_ticked_since_restart(self) -> bool:
+        before = next((f["relay_runs_before"] for f in self.faults if "relay_runs_before" in f), 0)
+        runs = self.beat_runs()
+        return runs is not None and before is not None and runs > before
+
+    def _outage(self, part: str, failing: str, down, up) -> dict:
         down()
         went_down = self.now()
         time.sleep(OUTAGE_HOLD)
+        # Down until the monitor has seen /readyz 503 naming it (or looked several times
+        # more): the check below needs it to have looked, and a monitor starved of CPU may
+        # take longer than OUTAGE_HOLD to.
+        probes = self.readyz_probes
+        with contextlib.suppress(WaitTimeout):
+            self.wait(
+                lambda: self.saw_503(failing, since=went_down) or self.readyz_probes - probes >= 5,
+                what=f"the monitor to look at /readyz while {part} is down",
+                window=READY_WINDOW,
+            )
         up()
         back_up = self.now()
-        saw_200 = self._wait_ready(timeout=60)
+        saw_200 = self._wait_ready()
         return {
             "down_at": went_down,
             "up_at": back_up,
@@ -517,28 +627,37 @@ class Drill:
             f"/readyz 200 again at {saw_200}",
         }
 
-    def _wait_ready(self, timeout: float) -> float | None:
+    def saw_503(self, failing: str, *, since: float) -> bool:
+        return any(
+            t >= since and status == "503" and failing in parts
+            for t, status, parts in list(self.readyz)
+        )
+
+    def _wait_ready(self) -> float | None:
         import requests
 
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
+        def ready() -> bool:
             with contextlib.suppress(requests.RequestException):
-                if requests.get(f"{self.web_url}/readyz", timeout=2).status_code == 200:
-                    return self.now()
-            time.sleep(0.2)
-        return None
+                return requests.get(f"{self.web_url}/readyz", timeout=2).status_code == 200
+            return False
+
+        try:
+            self.wait(ready, what="/readyz 200", window=READY_WINDOW)
+        except WaitTimeout:
+            return None
+        return self.now()
 
     def restart_postgres(self) -> dict:
         def up():
             self.pg = start_postgres(self.tmp / "pg", self.pg_port)
 
-        return self._outage("PostgreSQL", self.pg.kill, up)
+        return self._outage("PostgreSQL", "database", self.pg.kill, up)
 
     def restart_redis(self) -> dict:
         def up():
             self.redis = start_redis(self.tmp / "redis", self.redis_port, persist=True)
 
-        return self._outage("Redis", self.redis.stop, up)
+        return self._outage("Redis", "redis", self.redis.stop, up)
 
     # ----------------------------------------------------------------- figures & checks
 
@@ -566,33 +685,55 @@ class Drill:
         }
 
     def settle(self) -> dict:
-        """Wait until no order is pending, no outbox row is pending and the saga owes the
-        provider no call, within a deadline long enough for an unpaid order to expire, its
-        payment to be cancelled and its events to be relayed."""
-        deadline = time.monotonic() + self.args.payment_timeout + 45
+        """Wait until no order is pending, no outbox row is pending, the saga owes the
+        provider no call and the restarted beat has sent the relay task. The window is
+        long enough on a quiet machine for an unpaid order to expire, its payment to be
+        cancelled and its events to be relayed; it is scaled by the machine's slowness and
+        extended while any of those counts moves."""
         start = self.now()
-        while True:
-            (pending_orders,) = self.sql(
-                "SELECT count(*) FROM orders_order WHERE status = 'pending_payment'"
-            )[0]
-            (pending_events,) = self.sql(
-                "SELECT count(*) FROM outbox_outboxevent WHERE status = 'pending'"
-            )[0]
-            (owed_steps,) = self.sql(
-                "SELECT count(*) FROM payments_payment WHERE status IN "
-                "('requesting', 'cancel_requested', 'refund_requested')"
-            )[0]
-            if pending_orders == 0 and pending_events == 0 and owed_steps == 0:
-                return {"settled": True, "seconds": round(self.now() - start, 1)}
-            if time.monotonic() > deadline:
-                return {
-                    "settled": False,
-                    "seconds": round(self.now() - start, 1),
-                    "pending_orders": pending_orders,
-                    "pending_events": pending_events,
-                    "payment_steps_owed": owed_steps,
-                }
-            time.sleep(0.5)
+        state: dict = {}
+
+        def settled() -> bool:
+            try:
+                (pending_orders,) = self.sql(
+                    "SELECT count(*) FROM orders_order WHERE status = 'pending_payment'"
+                )[0]
+                (pending_events,) = self.sql(
+                    "SELECT count(*) FROM outbox_outboxevent WHERE status = 'pending'"
+                )[0]
+                (owed_steps,) = self.sql(
+                    "SELECT count(*) FROM payments_payment WHERE status IN "
+                    "('requesting', 'cancel_requested', 'refund_requested')"
+                )[0]
+            except Exception as exc:  # counted as no progress, and not settled
+                state["error"] = f"{type(exc).__name__}: {exc}"
+                return False
+            state.update(
+                pending_orders=pending_orders,
+                pending_events=pending_events,
+                payment_steps_owed=owed_steps,
+                relay_runs=self.beat_runs(),
+            )
+            state.pop("error", None)
+            idle = pending_orders == pending_events == owed_steps == 0
+            return idle and self.beat_ticked_since_restart()
+
+        try:
+            self.wait(
+                settled,
+                what="the system to settle",
+                window=self.args.payment_timeout + 45,
+                progress=lambda: tuple(state.values()),
+                interval=0.5,
+            )
+        except WaitTimeout as exc:
+            return {
+                "settled": False,
+                "seconds": round(self.now() - start, 1),
+                **state,
+                "error": str(exc),
+            }
+        return {"settled": True, "seconds": round(self.now() - start, 1)}
 
     def check(self, name: str, ok: bool, detail: str) -> None:
         self.report["checks"][name] = {"ok": bool(ok), "detail": detail}
@@ -769,7 +910,7 @@ class Drill:
         before = next((f["relay_runs_before"] for f in self.faults if "relay_runs_before" in f), 0)
         self.check(
             "beat scheduling after its restart",
-            runs is not None and runs > before,
+            runs is not None and before is not None and runs > before,
             f"relay sent {before} times before the beat kill, {runs} by the end",
         )
 
@@ -825,13 +966,31 @@ class Drill:
         time.sleep(max(5.0, load_end - time.monotonic()))
         self.stop_load.set()
         log("load stopped; letting clients finish their retries")
-        for thread in self.threads:
-            thread.join(timeout=60)
-        pause.join(timeout=self.args.payment_timeout + 10)
+        # Clients finish the order each is on (retrying as long as answers say so); the
+        # provider's hang ends by itself (provider_outage). Both waits are bounded by
+        # progress: orders resolved, and the hang's own waits. (Past them, hard_stop ends
+        # what is left, and the checks count it as unresolved.)
+        with contextlib.suppress(WaitTimeout):
+            self.wait(
+                lambda: not any(thread.is_alive() for thread in self.threads),
+                what="the clients to finish their retries",
+                window=60,
+                progress=self.resolved_keys,
+            )
+        with contextlib.suppress(WaitTimeout):
+            self.wait(
+                lambda: not pause.is_alive(),
+                what="the provider's hang to end",
+                window=self.args.payment_timeout + BEAT_WINDOW,
+                progress=self.expiry_progress,
+                interval=0.5,
+            )
         self.hard_stop.set()
         log("settling")
         self.report["settle"] = self.settle()
-        time.sleep(1)  # the monitor's view after settling
+        probes = self.readyz_probes  # the monitor's view after settling: two more looks
+        with contextlib.suppress(WaitTimeout):
+            self.wait(lambda: self.readyz_probes >= probes + 2, what="/readyz", window=10)
         self.monitor_stop.set()
         monitor.join(timeout=5)
         self.report["after"] = self.figures()
@@ -845,6 +1004,11 @@ class Drill:
             self.check("settled", False, json.dumps(self.report["settle"]))
         self.report["ok"] = all(c["ok"] for c in self.report["checks"].values())
         return 0 if self.report["ok"] else 1
+
+    def resolved_keys(self) -> int:
+        s = self.stats
+        with s.lock:
+            return len(s.created) + sum(s.refused.values()) + sum(s.cancel_outcomes.values())
 
     def client_figures(self) -> dict:
         s = self.stats

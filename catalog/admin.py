@@ -13,10 +13,11 @@ from typing import Any, cast
 
 from django import forms
 from django.contrib import admin, messages
+from django.contrib.admin.utils import unquote
 from django.contrib.auth.base_user import AbstractBaseUser
-from django.core.exceptions import PermissionDenied
+from django.core.exceptions import PermissionDenied, ValidationError
 from django.db.models import QuerySet
-from django.http import HttpRequest
+from django.http import Http404, HttpRequest
 from simple_history.admin import SimpleHistoryAdmin
 
 from catalog.errors import StockAdjustmentInvalid
@@ -163,9 +164,16 @@ class ProductAdmin(SimpleHistoryAdmin):
     def revert_disabled(self, request: HttpRequest, obj: Product | None = None) -> bool:
         return True
 
+    # simple_history looks the ids of its URLs up unchecked (Django's own get_object checks
+    # them): "/<not a uuid>/history/" raised ValidationError, a 500. Not a product: 404.
+    def history_view(self, request: HttpRequest, object_id, extra_context=None):
+        _require_history_ids(object_id)
+        return super().history_view(request, object_id, extra_context)
+
     def history_form_view(self, request: HttpRequest, object_id, version_id, extra_context=None):
         if request.method != "GET":
             raise PermissionDenied
+        _require_history_ids(object_id, version_id)
         return super().history_form_view(request, object_id, version_id, extra_context)
 
     @admin.action(description="Activate selected products", permissions=["change"])
@@ -190,6 +198,16 @@ class ProductAdmin(SimpleHistoryAdmin):
         self.message_user(
             request, f"{verb} {changed} product(s).", messages.SUCCESS if changed else messages.INFO
         )
+
+
+def _require_history_ids(object_id: str, version_id: str | None = None) -> None:
+    """Http404 unless the URL's ids can name a product and one of its history rows."""
+    try:
+        Product._meta.pk.to_python(unquote(object_id))
+        if version_id is not None:
+            Product.history.model._meta.pk.to_python(version_id)
+    except ValidationError as exc:
+        raise Http404("No such product or version.") from exc
 
 
 def _copy_fields(*, source: Product, target: Product) -> None:

@@ -66,3 +66,18 @@ def order_paid_event(*, order: Order) -> EventEnvelope:
         | {"paid_at": order.paid_at.isoformat() if order.paid_at else None},
         occurred_at=order.paid_at or order.updated_at,
     )
+
+
+def order_refunded_event(*, order: Order) -> EventEnvelope:
+    return EventEnvelope(
+        type="order.refunded",
+        aggregate_type=AGGREGATE_TYPE,
+        aggregate_id=str(order.id),
+        version=order.event_version,
+        payload=_order_summary(order)
+        | {
+            "paid_at": order.paid_at.isoformat() if order.paid_at else None,
+            "refunded_at": order.updated_at.isoformat(),
+        },
+        occurred_at=order.updated_at,
+    )

@@ -37,6 +37,7 @@ class OrderStatus(models.TextChoices):
     PENDING_PAYMENT = "pending_payment", "Pending payment"
     PAID = "paid", "Paid"
     CANCELLED = "cancelled", "Cancelled"
+    REFUNDED = "refunded", "Refunded"
 
 
 class CancelReason(models.TextChoices):
@@ -46,11 +47,13 @@ class CancelReason(models.TextChoices):
     PAYMENT_EXPIRED = "payment_expired", "Payment expired"
 
 
-# The whole state machine (SPEC §2). `paid` and `cancelled` are final.
+# The whole state machine (SPEC §2). `cancelled` and `refunded` are final; `paid` moves
+# only when the provider reports a refund of the order's succeeded payment.
 ALLOWED_TRANSITIONS: dict[str, frozenset[str]] = {
     OrderStatus.PENDING_PAYMENT: frozenset({OrderStatus.PAID, OrderStatus.CANCELLED}),
-    OrderStatus.PAID: frozenset(),
+    OrderStatus.PAID: frozenset({OrderStatus.REFUNDED}),
     OrderStatus.CANCELLED: frozenset(),
+    OrderStatus.REFUNDED: frozenset(),
 }
 
 
@@ -99,8 +102,10 @@ class Order(models.Model):
                 | (~models.Q(status=OrderStatus.CANCELLED) & models.Q(cancel_reason="")),
                 name="order_cancel_reason_iff_cancelled",
             ),
+            # A refunded order was paid first: it keeps its paid_at.
             models.CheckConstraint(
-                condition=~models.Q(status=OrderStatus.PAID) | models.Q(paid_at__isnull=False),
+                condition=~models.Q(status__in=[OrderStatus.PAID, OrderStatus.REFUNDED])
+                | models.Q(paid_at__isnull=False),
                 name="order_paid_has_paid_at",
             ),
         ]

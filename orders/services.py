@@ -18,7 +18,12 @@ from catalog.services import stock_release, stock_reserve
 from orders import metrics
 from orders.api_keys import api_key_generate, api_key_hash
 from orders.errors import OrderNotCancellable
-from orders.events import order_cancelled_event, order_created_event, order_paid_event
+from orders.events import (
+    order_cancelled_event,
+    order_created_event,
+    order_paid_event,
+    order_refunded_event,
+)
 from orders.locks import lock_order
 from orders.models import (
     ALLOWED_TRANSITIONS,
@@ -149,6 +154,21 @@ def order_mark_paid(*, order_id: UUID) -> Order:
             return order
         order = _order_transition(order=order, to=OrderStatus.PAID)
         outbox_enqueue(event=order_paid_event(order=order))
+    return order
+
+
+def order_mark_refunded(*, order_id: UUID) -> Order:
+    """Move a paid order to `refunded`: the provider refunded its succeeded payment.
+
+    No stock comes back (the goods may have shipped; staff restock in the admin).
+    Idempotent for refunded orders; raises InvalidTransition from any other status.
+    """
+    with transaction.atomic():
+        order = lock_order(order_id=order_id)
+        if order.status == OrderStatus.REFUNDED:
+            return order
+        order = _order_transition(order=order, to=OrderStatus.REFUNDED)
+        outbox_enqueue(event=order_refunded_event(order=order))
     return order
 
 

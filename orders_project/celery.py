@@ -3,12 +3,23 @@
 The request id of whatever sent a task (an HTTP request's X-Request-ID, or nothing for
 beat) travels in the task message's headers and is bound again while the task runs, so the
 task's log lines carry the same `request_id` as the request that caused them.
+
+With METRICS_PORT set (docker-compose), the worker and beat serve their own Prometheus
+metrics: orders_project/common/metrics_exporter.py.
 """
 
 import os
 
 from celery import Celery
-from celery.signals import before_task_publish, task_postrun, task_prerun
+from celery.signals import (
+    beat_init,
+    before_task_publish,
+    task_postrun,
+    task_prerun,
+    worker_init,
+    worker_process_init,
+    worker_process_shutdown,
+)
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "orders_project.settings")
 
@@ -43,3 +54,32 @@ def _unbind_request_id(task=None, **kwargs) -> None:
     token = getattr(task.request, "_request_id_token", None) if task else None
     if token is not None:
         reset_request_id(token)
+
+
+@worker_init.connect
+def _start_worker_exporter(**kwargs) -> None:
+    # In the main process, before the pool forks: it serves what every child counts.
+    from orders_project.common.metrics_exporter import start_exporter
+
+    start_exporter(process="worker")
+
+
+@beat_init.connect
+def _start_beat_exporter(**kwargs) -> None:
+    from orders_project.common.metrics_exporter import start_exporter
+
+    start_exporter(process="beat")
+
+
+@worker_process_init.connect
+def _forget_exporter_in_child(**kwargs) -> None:
+    from orders_project.common.metrics_exporter import forget_inherited_exporter
+
+    forget_inherited_exporter()
+
+
+@worker_process_shutdown.connect
+def _mark_child_dead(pid=None, **kwargs) -> None:
+    from orders_project.common.metrics_exporter import mark_child_dead
+
+    mark_child_dead(pid or os.getpid())

@@ -1,17 +1,22 @@
 """Settings for the orders service, read from the environment (12-factor).
 
-Every setting has a safe local default so that `make run` works on a laptop; production
-(DEBUG off, the default) refuses to start with a missing or default SECRET_KEY.
+Every setting has a safe local default so that `make run` works on a laptop; with DEBUG off
+(the default) the service refuses to start with a missing or default SECRET_KEY, and with
+ENVIRONMENT=production it also refuses every local default that would be unsafe there
+(see orders_project/common/deploy_guard.py) and turns the HTTPS protections on.
 """
 
 from __future__ import annotations
 
 import contextlib
+import ipaddress
 import os
+from datetime import timedelta
 from pathlib import Path
 
 from django.core.exceptions import ImproperlyConfigured
 
+from orders_project.common.deploy_guard import secret_key_problem, webhook_secrets_problem
 from orders_project.common.env import env_bool, env_int, env_list, parse_database_url
 
 BASE_DIR = Path(__file__).resolve().parent.parent
@@ -31,16 +36,76 @@ SECRET_KEY = os.environ.get("SECRET_KEY") or (
 )
 # ENVIRONMENT=production (set by docker-compose) forbids DEBUG outright: a debug page in
 # production would leak settings and stack traces.
-ENVIRONMENT = os.environ.get("ENVIRONMENT", "local")
-if ENVIRONMENT == "production" and DEBUG:
+# Compared case-insensitively: "Production" must not slip past the production checks.
+ENVIRONMENT = os.environ.get("ENVIRONMENT", "local").strip().lower()
+IS_PRODUCTION = ENVIRONMENT == "production"
+if IS_PRODUCTION and DEBUG:
     raise ImproperlyConfigured("DEBUG must be off when ENVIRONMENT=production")
+# No local fallbacks in production: a forgotten variable must stop start-up, not quietly
+# accept any Host header, talk to a localhost database or sign with the dev webhook secret.
+_PRODUCTION_REQUIRED = (
+    "SECRET_KEY",
+    "ALLOWED_HOSTS",
+    "DATABASE_URL",
+    "REDIS_URL",
+    "PAYMENT_WEBHOOK_SECRETS",
+)
+if IS_PRODUCTION and (
+    _missing := [name for name in _PRODUCTION_REQUIRED if not os.environ.get(name, "").strip()]
+):
+    raise ImproperlyConfigured(
+        f"ENVIRONMENT=production requires {', '.join(_missing)} to be set explicitly "
+        "(the local defaults are not safe in production)"
+    )
 if not DEBUG and SECRET_KEY in ("", DEFAULT_SECRET_KEY):
     raise ImproperlyConfigured(
         "SECRET_KEY is empty or the default: set SECRET_KEY (make run generates one in .local/)"
     )
+if IS_PRODUCTION and (_problem := secret_key_problem(SECRET_KEY)):
+    raise ImproperlyConfigured(_problem)
 
 ALLOWED_HOSTS = env_list("ALLOWED_HOSTS", ["localhost", "127.0.0.1", "[::1]", "testserver"])
 CSRF_TRUSTED_ORIGINS = env_list("CSRF_TRUSTED_ORIGINS", [])
+
+# HTTPS. Production is served over TLS terminated by the reverse proxy, so every protection
+# defaults on there (each has its own env var to override it); locally (`make run`, tests)
+# they default off, as plain http://127.0.0.1 must work. ALLOW_PLAIN_HTTP=true is the
+# explicit production opt-out for the compose demo on http://localhost: without it the
+# redirect would loop and the admin's secure cookies would never come back over http.
+# `check --deploy` then warns, as it should.
+ALLOW_PLAIN_HTTP = IS_PRODUCTION and env_bool("ALLOW_PLAIN_HTTP", False)
+_HTTPS_ONLY = IS_PRODUCTION and not ALLOW_PLAIN_HTTP
+SECURE_SSL_REDIRECT = env_bool("SECURE_SSL_REDIRECT", _HTTPS_ONLY)
+# Container healthchecks and Prometheus call these over plain http inside the network;
+# a redirect to https would fail them (patterns match the path without its leading "/").
+SECURE_REDIRECT_EXEMPT = [r"^(healthz|readyz|metrics)/?$"]
+# One year, subdomains included, preload allowed: what a payment service wants and what
+# the browsers' preload list requires. `preload` alone submits nothing (an operator does
+# that at hstspreload.org). A first rollout can start with SECURE_HSTS_SECONDS=300; a
+# parent domain with plain-http subdomains sets SECURE_HSTS_INCLUDE_SUBDOMAINS=false.
+SECURE_HSTS_SECONDS = env_int("SECURE_HSTS_SECONDS", 365 * 24 * 3600 if _HTTPS_ONLY else 0)
+SECURE_HSTS_INCLUDE_SUBDOMAINS = env_bool("SECURE_HSTS_INCLUDE_SUBDOMAINS", _HTTPS_ONLY)
+SECURE_HSTS_PRELOAD = env_bool("SECURE_HSTS_PRELOAD", _HTTPS_ONLY)
+SESSION_COOKIE_SECURE = env_bool("SESSION_COOKIE_SECURE", _HTTPS_ONLY)
+CSRF_COOKIE_SECURE = env_bool("CSRF_COOKIE_SECURE", _HTTPS_ONLY)
+# "META_NAME,value": the header our proxy sets to say the client used https (nginx
+# overwrites X-Forwarded-Proto, so a client cannot claim it); empty turns it off.
+# On in production even with ALLOW_PLAIN_HTTP: the proxy still tells the truth.
+_proxy_ssl_header = [
+    part.strip()
+    for part in os.environ.get(
+        "SECURE_PROXY_SSL_HEADER", "HTTP_X_FORWARDED_PROTO,https" if IS_PRODUCTION else ""
+    ).split(",")
+]
+if _proxy_ssl_header == [""]:
+    SECURE_PROXY_SSL_HEADER = None
+elif len(_proxy_ssl_header) == 2 and all(_proxy_ssl_header):
+    SECURE_PROXY_SSL_HEADER = (_proxy_ssl_header[0], _proxy_ssl_header[1])
+else:
+    raise ImproperlyConfigured(
+        "SECURE_PROXY_SSL_HEADER must be 'META_NAME,value' (e.g. HTTP_X_FORWARDED_PROTO,https) "
+        "or empty"
+    )
 
 INSTALLED_APPS = [
     "django.contrib.admin",
@@ -56,6 +121,7 @@ INSTALLED_APPS = [
     "drf_spectacular_sidecar",
     "django_prometheus",
     "simple_history",
+    "axes",
     "orders_project.common",
     "orders_project.operations",
     "catalog",
@@ -68,6 +134,8 @@ MIDDLEWARE = [
     "orders_project.common.request_id.RequestIdMiddleware",
     "django_prometheus.middleware.PrometheusBeforeMiddleware",
     "orders_project.common.problems.ProblemMiddleware",
+    # 400 for NUL/surrogates in the path or query, before any view builds a lookup from them.
+    "orders_project.common.input_guard.QueryInputMiddleware",
     "orders_project.common.ratelimit.RateLimitHeadersMiddleware",
     "django.middleware.security.SecurityMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
@@ -78,7 +146,10 @@ MIDDLEWARE = [
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "simple_history.middleware.HistoryRequestMiddleware",
-    "django_prometheus.middleware.PrometheusAfterMiddleware",
+    # Turns a login that django-axes refused or locked into the 429 lockout page.
+    "axes.middleware.AxesMiddleware",
+    # django-prometheus' After middleware with a bounded `method` label (no label from input).
+    "orders_project.common.prometheus_middleware.BoundedLabelsAfterMiddleware",
 ]
 
 ROOT_URLCONF = "orders_project.urls"
@@ -154,9 +225,25 @@ DATA_UPLOAD_MAX_MEMORY_SIZE = MAX_REQUEST_BODY_BYTES
 
 SHOP_CURRENCY = os.environ.get("SHOP_CURRENCY", "USD")
 
-# /metrics: comma-separated CIDRs of the Prometheus scrapers (e.g. "127.0.0.1/32,10.0.0.0/8");
-# empty serves anyone, which suits a local run — restrict it in production.
+# How many reverse proxies of ours stand in front of gunicorn and append to
+# X-Forwarded-For (0: clients connect directly, as under `make run`; docker-compose: 1).
+# orders_project/common/client_address.py trusts the header only that far.
+NUM_PROXIES = env_int("NUM_PROXIES", 0)
+
+# /metrics: comma-separated CIDRs of the Prometheus scrapers (e.g. "127.0.0.1/32,10.0.0.0/8"),
+# matched against client_ip(); and/or a token the scraper sends as "Authorization: Bearer".
+# Either one admits a scrape. With neither set, anyone may scrape locally and nobody in
+# production (orders_project/common/metrics.py).
 METRICS_ALLOWED_NETWORKS = env_list("METRICS_ALLOWED_NETWORKS", [])
+METRICS_BEARER_TOKEN = os.environ.get("METRICS_BEARER_TOKEN", "").strip()
+for _network in METRICS_ALLOWED_NETWORKS:
+    try:
+        ipaddress.ip_network(_network, strict=False)
+    except ValueError as _exc:
+        # At start-up, not as a 500 on every scrape.
+        raise ImproperlyConfigured(
+            f"METRICS_ALLOWED_NETWORKS: {_network!r} is not an address or CIDR network"
+        ) from _exc
 
 # Orders (SPEC §2-§3).
 ORDER_PAYMENT_TIMEOUT = env_int("ORDER_PAYMENT_TIMEOUT", 15 * 60)  # seconds
@@ -167,7 +254,33 @@ IDEMPOTENCY_KEY_TTL = env_int("IDEMPOTENCY_KEY_TTL", 24 * 3600)  # seconds, at l
 IDEMPOTENCY_LEASE_SECONDS = env_int("IDEMPOTENCY_LEASE_SECONDS", 10)
 ORDER_RATE_LIMIT = os.environ.get("ORDER_RATE_LIMIT", "5/60s")
 API_RATE_LIMIT = os.environ.get("API_RATE_LIMIT", "600/60s")
+# Failed X-API-Key lookups per client address; over it, keys are refused (429) unexamined.
+API_KEY_FAILURE_RATE_LIMIT = os.environ.get("API_KEY_FAILURE_RATE_LIMIT", "20/60s")
 RATE_LIMIT_KEY_PREFIX = os.environ.get("RATE_LIMIT_KEY_PREFIX", "orders:rl")
+
+# Staff logins (django-axes; orders_project/common/login_throttle.py). After
+# LOGIN_FAILURE_LIMIT failures for one address, or for one username from any addresses,
+# within LOGIN_LOCKOUT_SECONDS, logins are refused (429) before the password hasher runs,
+# until that long after the last counted failure. State and audit live in PostgreSQL.
+AUTHENTICATION_BACKENDS = [
+    # First: a locked login stops here, before ModelBackend hashes the password (~1 s CPU).
+    "axes.backends.AxesStandaloneBackend",
+    "django.contrib.auth.backends.ModelBackend",
+]
+AXES_FAILURE_LIMIT = env_int("LOGIN_FAILURE_LIMIT", 5)
+AXES_COOLOFF_TIME = timedelta(seconds=env_int("LOGIN_LOCKOUT_SECONDS", 15 * 60))
+# Each entry locks on its own: the address, or the username from any address.
+AXES_LOCKOUT_PARAMETERS = ["ip_address", "username"]
+AXES_CLIENT_IP_CALLABLE = "orders_project.common.login_throttle.login_client_address"
+AXES_HANDLER = "orders_project.common.login_throttle.LoginThrottleHandler"
+AXES_LOCKOUT_CALLABLE = "orders_project.common.login_throttle.lockout_response"
+AXES_RESET_ON_SUCCESS = True
+# Attempts refused during a lockout are logged, not stored, and do not extend the lock: a
+# flood of them costs one indexed read each, and the lock ends on time for the real user.
+AXES_RESET_COOL_OFF_ON_FAILURE_DURING_LOCKOUT = False
+AXES_ENABLE_ACCESS_FAILURE_LOG = True
+# orders_project/common/admin.py registers the audit read-only instead of axes' own admin.
+AXES_ENABLE_ADMIN = False
 
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": ["orders_project.common.auth.ApiKeyAuthentication"],
@@ -201,6 +314,16 @@ PAYMENT_WEBHOOK_URL = os.environ.get(
 # Comma-separated whsec_<base64> secrets; several during a rotation (first = current).
 DEFAULT_PAYMENT_WEBHOOK_SECRET = "whsec_ZGV2LW9ubHktd2ViaG9vay1zZWNyZXQtY2hhbmdlLW1l"  # noqa: S105
 PAYMENT_WEBHOOK_SECRETS = env_list("PAYMENT_WEBHOOK_SECRETS", [DEFAULT_PAYMENT_WEBHOOK_SECRET])
+# Secrets anyone can read (the default above, and the README prints it for the curl
+# example): production refuses them, and malformed, short or missing ones.
+# tests/security/test_production_settings.py fails if the docs print one not listed here.
+PUBLISHED_WEBHOOK_SECRETS = [DEFAULT_PAYMENT_WEBHOOK_SECRET]
+if IS_PRODUCTION and (
+    _problem := webhook_secrets_problem(
+        PAYMENT_WEBHOOK_SECRETS, published=PUBLISHED_WEBHOOK_SECRETS
+    )
+):
+    raise ImproperlyConfigured(_problem)
 PAYMENT_WEBHOOK_TOLERANCE = env_int("PAYMENT_WEBHOOK_TOLERANCE", 300)  # seconds, both ways
 PAYMENT_WEBHOOK_MAX_BYTES = env_int("PAYMENT_WEBHOOK_MAX_BYTES", 64 * 1024)
 # Backoff (seconds) between attempts of a saga step that failed for technical reasons;
@@ -306,8 +429,15 @@ LOGGING = {
         "celery.app.trace": {"level": "WARNING", "propagate": True},
         "celery.worker.strategy": {"level": "WARNING", "propagate": True},
         "celery.beat": {"level": "WARNING", "propagate": True},
+        # django-axes logs each failure with the username masked; login_throttle logs them
+        # as structured WARNING lines instead.
+        "axes": {"level": "ERROR", "propagate": True},
     },
 }
+
+# Debug pages and error e-mails hide *_URL/*_DSN settings too (they carry passwords) and
+# mask the password of any URL they would print.
+DEFAULT_EXCEPTION_REPORTER_FILTER = "orders_project.common.debug_filter.CredentialsHidingFilter"
 
 if not DEBUG:
     SESSION_COOKIE_HTTPONLY = True

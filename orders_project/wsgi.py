@@ -6,4 +6,9 @@ from django.core.wsgi import get_wsgi_application
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "orders_project.settings")
 
-application = get_wsgi_application()
+# Django first (it sets up settings); the wrapper reads chunked request bodies for it.
+_django_application = get_wsgi_application()
+
+from orders_project.common.wsgi_body import ChunkedBodyMiddleware  # noqa: E402
+
+application = ChunkedBodyMiddleware(_django_application)

@@ -11,6 +11,10 @@ nothing of the service's database; it talks HTTP only:
 - `GET /v1/payments/{id}` and `GET /v1/payments?order_id=...` read payments back.
 - `POST /_chaos` changes the chaos switches at run time (tests use it).
 
+The reads (which carry customer emails) and `/_chaos` need `Authorization: Bearer <token>`
+(`--token` / FAKE_PROVIDER_TOKEN, compared in constant time); with no token configured
+they are refused (403), never open.
+
 Webhooks are signed the Standard Webhooks way and retried with backoff until the receiver
 answers 2xx. State (payments and undelivered webhooks) is kept in `--state-file` so a
 restart loses nothing, as with a real provider. Chaos switches: `--error-rate` (5xx on
@@ -21,6 +25,7 @@ create), `--latency` (added to every answer), `--duplicate-rate` (a webhook sent
 from __future__ import annotations
 
 import heapq
+import hmac
 import json
 import logging
 import random
@@ -60,6 +65,8 @@ class ProviderConfig:
     webhook_delay: float = 1.0
     state_file: Path | None = None
     chaos: Chaos = field(default_factory=Chaos)
+    # Bearer token of the reads and /_chaos; None or empty: those endpoints are refused.
+    token: str | None = None
 
 
 def _now_iso() -> str:
@@ -277,6 +284,21 @@ def _validate_create(body: Any) -> dict[str, Any] | str:
     return body
 
 
+def _bearer_ok(header: str | None, token: str | None) -> int | None:
+    """None when `Authorization: Bearer <token>` matches; else the status to answer with.
+
+    No configured token closes the endpoint for everyone (403): a forgotten setting must
+    not open it. A missing or wrong token is 401. compare_digest: no timing hint."""
+    if not token:
+        return int(HTTPStatus.FORBIDDEN)
+    scheme, _, offered = (header or "").partition(" ")
+    if scheme.lower() != "bearer" or not hmac.compare_digest(
+        offered.strip().encode(), token.encode()
+    ):
+        return int(HTTPStatus.UNAUTHORIZED)
+    return None
+
+
 def make_handler(provider: FakeProvider) -> type[BaseHTTPRequestHandler]:
     class Handler(BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.1"
@@ -285,11 +307,15 @@ def make_handler(provider: FakeProvider) -> type[BaseHTTPRequestHandler]:
         def log_message(self, format: str, *args: Any) -> None:
             logger.info("%s %s", self.address_string(), format % args)
 
-        def _reply(self, status: int, body: dict[str, Any]) -> None:
+        def _reply(self, status: int, body: dict[str, Any], *, close: bool = False) -> None:
             payload = json.dumps(body).encode()
             self.send_response(status)
             self.send_header("Content-Type", "application/json")
             self.send_header("Content-Length", str(len(payload)))
+            if status == HTTPStatus.UNAUTHORIZED:
+                self.send_header("WWW-Authenticate", 'Bearer realm="fake-provider"')
+            if close:
+                self.send_header("Connection", "close")
             self.end_headers()
             self.wfile.write(payload)
 
@@ -300,10 +326,26 @@ def make_handler(provider: FakeProvider) -> type[BaseHTTPRequestHandler]:
             raw = self.rfile.read(length) if length else b"{}"
             return json.loads(raw or b"{}")
 
+        def _refused(self) -> bool:
+            """Answer 401/403 unless the request carries the configured bearer token."""
+            status = _bearer_ok(self.headers.get("Authorization"), provider.config.token)
+            if status is None:
+                return False
+            error = "token_required" if status == HTTPStatus.UNAUTHORIZED else "disabled"
+            # The request's body is left unread: close the connection rather than parse it
+            # as the next request.
+            self.close_connection = True
+            self._reply(status, {"error": error}, close=True)
+            return True
+
         def do_GET(self) -> None:
             time.sleep(provider.config.chaos.latency)
             path, _, query = self.path.partition("?")
             parts = path.strip("/").split("/")
+            if parts == ["healthz"]:
+                return self._reply(200, {"status": "ok"})
+            if parts[:2] == ["v1", "payments"] and self._refused():
+                return None
             with provider.lock:
                 if parts == ["v1", "payments"]:
                     params = dict(p.split("=", 1) for p in query.split("&") if "=" in p)
@@ -317,21 +359,30 @@ def make_handler(provider: FakeProvider) -> type[BaseHTTPRequestHandler]:
                     payment = provider.payments.get(parts[2])
                     if payment:
                         return self._reply(200, payment)
-                if parts == ["healthz"]:
-                    return self._reply(200, {"status": "ok"})
             return self._reply(404, {"error": "not_found"})
 
         def do_POST(self) -> None:
             time.sleep(provider.config.chaos.latency)
             parts = self.path.split("?")[0].strip("/").split("/")
+            if parts == ["_chaos"] and self._refused():
+                return None
             try:
                 body = self._read_json()
             except (ValueError, json.JSONDecodeError):
                 return self._reply(400, {"error": "malformed_json"})
             if parts == ["_chaos"]:
-                for name, value in body.items():
-                    if hasattr(provider.config.chaos, name):
-                        setattr(provider.config.chaos, name, float(value))
+                if not isinstance(body, dict):
+                    return self._reply(400, {"error": "malformed_json"})
+                try:
+                    switches = {
+                        name: float(value)
+                        for name, value in body.items()
+                        if hasattr(provider.config.chaos, name)
+                    }
+                except (TypeError, ValueError):
+                    return self._reply(400, {"error": "switches must be numbers"})
+                for name, value in switches.items():
+                    setattr(provider.config.chaos, name, value)
                 return self._reply(200, asdict(provider.config.chaos))
             if parts == ["v1", "payments"]:
                 key = self.headers.get("Idempotency-Key")

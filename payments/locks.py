@@ -1,8 +1,9 @@
 """The only place that takes row locks on payments rows.
 
-Lock order: the order row first (orders/locks.py), then its payment. Every path that
-changes a payment while an order changes (webhooks, the order.cancelled handler, the
-saga's record steps) follows it, so none waits on another in the opposite order.
+Lock order: the order row first (orders/locks.py), then its products (catalog), then its
+payment. Every path that changes a payment while an order changes (webhooks, the
+order.cancelled handler, the saga's record steps) follows it, so none waits on another in
+the opposite order; every writer of a payment's status holds its order's lock.
 """
 
 from __future__ import annotations
@@ -39,6 +40,19 @@ def lock_order_and_payment(*, order_id: UUID) -> tuple[Order, Payment | None]:
     """Lock the order, then its payment (None if it has none). Precondition: in atomic()."""
     order = lock_order(order_id=order_id)
     payment = Payment.objects.select_for_update().filter(order_id=order_id).first()
+    return order, payment
+
+
+def lock_order_read_payment(*, order_id: UUID) -> tuple[Order, Payment | None]:
+    """Lock the order and read its payment without a row lock. Precondition: in atomic().
+
+    For paths that may go on to lock products (a failed payment cancels the order and
+    releases its stock): the payment's row is then locked by the UPDATE that changes it,
+    after the products, keeping the global order (order, products, payment). The status
+    read stays true meanwhile: every writer of a payment's status holds its order's lock.
+    """
+    order = lock_order(order_id=order_id)
+    payment = Payment.objects.filter(order_id=order_id).first()
     return order, payment
 
 

@@ -19,6 +19,54 @@ class PaymentStatus(models.TextChoices):
     REFUNDED = "refunded", "Refunded"
 
 
+# The payment's whole state machine (SPEC §5): every status change goes through
+# payments.services.payment_transition, which applies only these moves, as a conditional
+# UPDATE on the expected status. A payment is created in `requesting`. Nothing leaves
+# `refunded`, and nothing reaches `succeeded` after a refund was asked for or made: a
+# success that comes after a failure or a cancel asks for the money back instead.
+PAYMENT_TRANSITIONS: dict[str, frozenset[str]] = {
+    PaymentStatus.REQUESTING: frozenset(
+        {
+            PaymentStatus.PENDING,  # the provider created it
+            PaymentStatus.SUCCEEDED,  # its success webhook beat the create step's answer
+            PaymentStatus.FAILED,
+            PaymentStatus.CANCEL_REQUESTED,  # the order was cancelled
+            PaymentStatus.REFUND_REQUESTED,  # a success for an order cancelled meanwhile
+        }
+    ),
+    PaymentStatus.PENDING: frozenset(
+        {
+            PaymentStatus.SUCCEEDED,
+            PaymentStatus.FAILED,
+            PaymentStatus.CANCEL_REQUESTED,
+            PaymentStatus.REFUND_REQUESTED,
+        }
+    ),
+    # A refund applies only to a payment that succeeded: reported by the provider (a refund
+    # of a paid order), or asked for by the saga (a success for a cancelled order).
+    PaymentStatus.SUCCEEDED: frozenset({PaymentStatus.REFUNDED}),
+    # Declined, and yet a success came: the money goes back.
+    PaymentStatus.FAILED: frozenset({PaymentStatus.REFUND_REQUESTED}),
+    PaymentStatus.CANCEL_REQUESTED: frozenset(
+        {
+            PaymentStatus.CANCELLED,
+            PaymentStatus.FAILED,  # declined before the cancel arrived
+            PaymentStatus.REFUND_REQUESTED,  # paid before the cancel arrived
+        }
+    ),
+    PaymentStatus.CANCELLED: frozenset({PaymentStatus.REFUND_REQUESTED}),
+    PaymentStatus.REFUND_REQUESTED: frozenset(
+        {
+            PaymentStatus.REFUND_PENDING,
+            PaymentStatus.REFUNDED,  # the refund webhook beat the refund step's answer
+            PaymentStatus.CANCELLED,  # no money was taken after all
+            PaymentStatus.FAILED,
+        }
+    ),
+    PaymentStatus.REFUND_PENDING: frozenset({PaymentStatus.REFUNDED}),
+    PaymentStatus.REFUNDED: frozenset(),
+}
+
 # Statuses in which the saga still owes the provider a call (worked by payments.tasks).
 OUTBOUND_STATUSES = (
     PaymentStatus.REQUESTING,
@@ -66,7 +114,7 @@ class Payment(models.Model):
 class WebhookStatus(models.TextChoices):
     APPLIED = "applied", "Applied"
     IGNORED = "ignored", "Recorded, not applied (state would move backwards)"
-    MISMATCH = "mismatch", "Recorded, not applied (amount/currency mismatch)"
+    MISMATCH = "mismatch", "Recorded, not applied (amount, currency or payment id mismatch)"
     WAITING = "waiting", "Waiting for the order to appear"
     UNMATCHED = "unmatched", "No such order (gave up)"
 

@@ -31,13 +31,20 @@ from orders.services import (
     InvalidTransition,
     order_cancel,
     order_mark_paid,
+    order_mark_refunded,
     order_payment_summary_set,
 )
 from outbox.services import EventEnvelope, outbox_enqueue
 from payments import metrics
-from payments.locks import claim_due_payments, lock_order_and_payment, lock_waiting_webhook
+from payments.locks import (
+    claim_due_payments,
+    lock_order_and_payment,
+    lock_order_read_payment,
+    lock_waiting_webhook,
+)
 from payments.models import (
     OUTBOUND_STATUSES,
+    PAYMENT_TRANSITIONS,
     Payment,
     PaymentStatus,
     WebhookInboxEntry,
@@ -56,6 +63,93 @@ logger = logging.getLogger(__name__)
 
 # Payment statuses from which an order cancellation still has to stop the payment.
 _CANCELLABLE = (PaymentStatus.REQUESTING, PaymentStatus.PENDING)
+
+
+# --- the payment state machine -----------------------------------------------------------
+
+
+class PaymentTransitionNotAllowed(Exception):
+    """A move PAYMENT_TRANSITIONS does not allow: refused, never applied."""
+
+    def __init__(self, payment_id: UUID, current: str, target: str) -> None:
+        super().__init__(f"payment {payment_id}: {current} -> {target} is not allowed")
+        self.current = current
+        self.target = target
+
+
+class PaymentTransitionLost(Exception):
+    """The payment was no longer in the status the caller read: someone else moved it."""
+
+
+class ProviderPaymentIdTaken(Exception):
+    """The provider's payment id already belongs to another order's payment."""
+
+    def __init__(self, provider_payment_id: str, owner_order_id: UUID | None) -> None:
+        owner = f"order {owner_order_id}" if owner_order_id else "another order"
+        super().__init__(f"provider payment id {provider_payment_id!r} already belongs to {owner}")
+        self.provider_payment_id = provider_payment_id
+        self.owner_order_id = owner_order_id
+
+
+def payment_can_move(current: str, target: str) -> bool:
+    return target in PAYMENT_TRANSITIONS.get(current, frozenset())
+
+
+def provider_payment_id_owner(*, provider_payment_id: str, order_id: UUID) -> UUID | None:
+    """The order, other than `order_id`, whose payment holds this provider id (or None)."""
+    return (
+        Payment.objects.filter(provider_payment_id=provider_payment_id)
+        .exclude(order_id=order_id)
+        .values_list("order_id", flat=True)
+        .first()
+    )
+
+
+def payment_transition(*, payment: Payment, to: str, **changes: Any) -> bool:
+    """The one place a payment's status changes: an UPDATE on the status the caller read.
+
+    Only moves of PAYMENT_TRANSITIONS are made (PaymentTransitionNotAllowed otherwise).
+    Returns whether this call won: False when the payment had moved meanwhile (the row
+    count decides). A provider id already bound to another payment raises
+    ProviderPaymentIdTaken and changes nothing. On success `payment` is updated in memory.
+    """
+    current = payment.status
+    if not payment_can_move(current, to):
+        raise PaymentTransitionNotAllowed(payment.pk, current, to)
+    won = _payment_write(payment=payment, expected=current, changes={"status": to, **changes}) == 1
+    if won:
+        metrics.PAYMENT_TRANSITIONS.labels(from_status=current, to_status=to).inc()
+        for name, value in changes.items():
+            setattr(payment, name, value)
+        payment.status = to
+    return won
+
+
+def _payment_write(*, payment: Payment, expected: str | None, changes: dict[str, Any]) -> int:
+    """UPDATE one payment row (WHERE status = expected, given one); returns the row count.
+
+    provider_payment_id is unique: a value another payment holds is refused before the
+    write, and a racing writer of the same value fails only this statement's savepoint, so
+    neither ever surfaces as an IntegrityError (a 500 the provider would retry for ever).
+    """
+    provider_id = changes.get("provider_payment_id")
+    if provider_id:
+        owner = provider_payment_id_owner(
+            provider_payment_id=provider_id, order_id=payment.order_id
+        )
+        if owner is not None:
+            raise ProviderPaymentIdTaken(provider_id, owner)
+    rows = Payment.objects.filter(pk=payment.pk)
+    if expected is not None:
+        rows = rows.filter(status=expected)
+    try:
+        with transaction.atomic():
+            return rows.update(updated_at=timezone.now(), **changes)
+    except IntegrityError as exc:
+        constraint = getattr(getattr(exc.__cause__, "diag", None), "constraint_name", "") or ""
+        if provider_id and "provider_payment_id" in constraint:
+            raise ProviderPaymentIdTaken(provider_id, None) from exc
+        raise
 
 
 def provider_idempotency_key(order_id: UUID) -> str:
@@ -90,15 +184,17 @@ def payment_stop_for_cancelled_order(event: EventEnvelope) -> None:
     """
     if event.payload.get("reason") == CancelReason.PAYMENT_FAILED:
         return
-    changed = Payment.objects.filter(
-        order_id=event.payload["order_id"], status__in=_CANCELLABLE
-    ).update(
-        status=PaymentStatus.CANCEL_REQUESTED,
+    payment = Payment.objects.filter(order_id=event.payload["order_id"]).first()
+    if payment is None or payment.status not in _CANCELLABLE:
+        return
+    # The order's row lock is held (order_cancel): webhooks and saga steps, which lock the
+    # order first, cannot move the payment meanwhile; the conditional update says so anyway.
+    if payment_transition(
+        payment=payment,
+        to=PaymentStatus.CANCEL_REQUESTED,
         next_attempt_at=timezone.now(),
         attempts=0,
-        updated_at=timezone.now(),
-    )
-    if changed:
+    ):
         order_payment_summary_set(
             order_id=event.payload["order_id"], payment_status=PaymentStatus.CANCEL_REQUESTED
         )
@@ -149,6 +245,17 @@ def payment_steps_run(*, limit: int = 50) -> StepsReport:
                 extra={"payment_id": str(payment.pk), "step": step, "error": str(exc)},
             )
             continue
+        except ProviderPaymentIdTaken as exc:
+            # The provider answered with a payment id we hold for another order: recording
+            # it would break the one-payment-per-id rule, so nothing is recorded; staff see
+            # it on the payment, and the step is retried slowly.
+            _record_retry(payment=payment, token=token, error=str(exc), slow=True)
+            metrics.SAGA_STEPS.labels(step=step, outcome="payment_id_taken").inc()
+            logger.error(
+                "provider answered with a payment id bound to another order",
+                extra={"payment_id": str(payment.pk), "step": step, "error": str(exc)},
+            )
+            continue
         except Exception as exc:
             # A bug or an unexpected answer must not hold the rest of the batch until the
             # lease ends: record it on this payment, retry slowly, and carry on.
@@ -192,33 +299,33 @@ def _finish_step(*, payment: Payment, token: UUID, expected: str, changes: dict)
 
     Locks the order then the payment (payments/locks.py order). Returns False when the
     payment moved meanwhile (a webhook or a cancellation won): the answer is then kept only
-    as far as it is still true (the provider id).
+    as far as it is still true (the provider id). `changes` holds the new status. Raises
+    ProviderPaymentIdTaken (nothing recorded) when the provider's id is another order's.
     """
+    changes = dict(changes)
+    target = changes.pop("status")
+    provider_id = changes.get("provider_payment_id")
     with transaction.atomic():
         _, locked = lock_order_and_payment(order_id=payment.order_id)
         if locked is None or locked.lease_token != token:
             return False  # our lease expired and someone else owns the step now
-        base = {
-            "lease_token": None,
-            "lease_expires_at": None,
-            "last_error": "",
-            "updated_at": timezone.now(),
-        }
-        provider_id = changes.get("provider_payment_id")
+        base: dict[str, Any] = {"lease_token": None, "lease_expires_at": None, "last_error": ""}
         if locked.status != expected:
             if provider_id and not locked.provider_payment_id:
                 base["provider_payment_id"] = provider_id
-            Payment.objects.filter(pk=locked.pk).update(**base)
+            _payment_write(payment=locked, expected=None, changes=base)
             if "provider_payment_id" in base:
                 order_payment_summary_set(order_id=locked.order_id, provider_payment_id=provider_id)
             return False
-        Payment.objects.filter(pk=locked.pk).update(**base, **changes)
+        # Under the payment's row lock: the conditional update cannot lose.
+        if not payment_transition(payment=locked, to=target, **base, **changes):
+            raise PaymentTransitionLost(f"payment {locked.pk} moved under its row lock")
         order_payment_summary_set(
             order_id=locked.order_id,
-            payment_status=changes.get("status", locked.status),
-            provider_payment_id=provider_id or locked.provider_payment_id,
+            payment_status=target,
+            provider_payment_id=locked.provider_payment_id,
         )
-        if changes.get("status") in OUTBOUND_STATUSES:
+        if target in OUTBOUND_STATUSES:
             payment_steps_nudge_on_commit()
     return True
 
@@ -375,7 +482,8 @@ def _apply(*, entry: WebhookInboxEntry, event: dict, order_id: UUID | None) -> W
     try:
         if order_id is None:
             raise OrderNotFound
-        order, payment = lock_order_and_payment(order_id=order_id)
+        # The payment's row is locked by its UPDATE, after any products a cancel releases.
+        order, payment = lock_order_read_payment(order_id=order_id)
     except OrderNotFound:
         return _keep_waiting(entry)
     data = event["data"]
@@ -397,13 +505,59 @@ def _apply(*, entry: WebhookInboxEntry, event: dict, order_id: UUID | None) -> W
             f"order is {order.total} {order.currency}",
         )
     provider_id = str(data.get("payment_id") or "")
+    owner = provider_payment_id_owner(provider_payment_id=provider_id, order_id=order.pk)
+    if owner is not None:
+        return _payment_id_mismatch(
+            entry, order, provider_id, f"payment_id {provider_id} belongs to order {owner}"
+        )
+    if (
+        event["type"] == "refund.succeeded"
+        and payment is not None
+        and payment.provider_payment_id
+        and payment.provider_payment_id != provider_id
+    ):
+        return _payment_id_mismatch(
+            entry,
+            order,
+            provider_id,
+            f"refund of payment_id {provider_id}; the order's payment is "
+            f"{payment.provider_payment_id}",
+        )
     handler = {
         "payment.succeeded": _apply_succeeded,
         "payment.failed": _apply_failed,
         "refund.succeeded": _apply_refunded,
     }[event["type"]]
-    status, note = handler(order=order, payment=payment, provider_id=provider_id, event=event)
+    try:
+        # A savepoint: whatever the handler changed goes if it loses a race for the
+        # provider id (another webhook bound it to another order since the check above).
+        with transaction.atomic():
+            status, note = handler(
+                order=order, payment=payment, provider_id=provider_id, event=event
+            )
+    except ProviderPaymentIdTaken as taken:
+        return _payment_id_mismatch(entry, order, provider_id, str(taken))
+    except PaymentTransitionLost as lost:
+        return _finish(entry, WebhookStatus.IGNORED, str(lost))
     return _finish(entry, status, note)
+
+
+def _payment_id_mismatch(
+    entry: WebhookInboxEntry, order, provider_id: str, note: str
+) -> WebhookOutcome:
+    """A signed webhook whose payment id is not the order's: recorded, alerted, not applied
+    (a 2xx: the provider's retries could never change the answer)."""
+    metrics.WEBHOOKS.labels(outcome="payment_id_mismatch").inc()
+    logger.error(
+        "webhook payment_id does not match the order's payment; not applied",
+        extra={
+            "webhook_id": entry.webhook_id,
+            "order_id": str(order.pk),
+            "provider_payment_id": provider_id,
+            "detail": note,
+        },
+    )
+    return _finish(entry, WebhookStatus.MISMATCH, note)
 
 
 def _keep_waiting(entry: WebhookInboxEntry) -> WebhookOutcome:
@@ -427,38 +581,56 @@ def _finish(entry: WebhookInboxEntry, status: str, note: str = "") -> WebhookOut
     return WebhookOutcome(status, note)
 
 
-def _payment_update(payment: Payment | None, order, **changes) -> None:
-    if payment is not None:
-        Payment.objects.filter(pk=payment.pk).update(updated_at=timezone.now(), **changes)
+def _move_payment(*, order, payment: Payment | None, to: str, **changes: Any) -> None:
+    """Move the order's payment (if it has one) and mirror it in the order's payment summary.
+
+    The order's lock is held (every status writer takes it) and the move was checked
+    against the table first, so the conditional update wins; if it ever does not, the
+    caller's savepoint is rolled back (PaymentTransitionLost).
+    """
+    if payment is not None and not payment_transition(payment=payment, to=to, **changes):
+        raise PaymentTransitionLost(f"payment {payment.pk} moved before {to} was applied")
     order_payment_summary_set(
         order_id=order.pk,
-        payment_status=changes.get("status", payment.status if payment else ""),
-        provider_payment_id=changes.get("provider_payment_id")
-        or (payment.provider_payment_id if payment else "")
-        or "",
+        payment_status=to,
+        provider_payment_id=(payment.provider_payment_id if payment else None)
+        or changes.get("provider_payment_id"),
     )
 
 
+def _not_allowed(payment: Payment, to: str, why: str) -> tuple[str, str]:
+    return WebhookStatus.IGNORED, f"payment is {payment.status}; {why} ({to} not allowed)"
+
+
 def _apply_succeeded(*, order, payment, provider_id, event) -> tuple[str, str]:
-    if order.status == OrderStatus.PAID:
-        return WebhookStatus.IGNORED, "order already paid"
+    if order.status in (OrderStatus.PAID, OrderStatus.REFUNDED):
+        return WebhookStatus.IGNORED, f"order already {order.status}"
     if order.status == OrderStatus.PENDING_PAYMENT:
+        if payment is not None and not payment_can_move(payment.status, PaymentStatus.SUCCEEDED):
+            return _not_allowed(payment, PaymentStatus.SUCCEEDED, "a success cannot follow it")
         order_mark_paid(order_id=order.pk)
-        _payment_update(
-            payment, order, status=PaymentStatus.SUCCEEDED, provider_payment_id=provider_id
+        _move_payment(
+            order=order,
+            payment=payment,
+            to=PaymentStatus.SUCCEEDED,
+            provider_payment_id=provider_id,
         )
         return WebhookStatus.APPLIED, "order paid"
     # Cancelled (by the customer, staff or expiry) before the money arrived: refund it.
-    if payment is not None and payment.status in (
+    if payment is None:
+        return WebhookStatus.IGNORED, "order cancelled and it has no payment to refund"
+    if payment.status in (
         PaymentStatus.REFUND_REQUESTED,
         PaymentStatus.REFUND_PENDING,
         PaymentStatus.REFUNDED,
     ):
         return WebhookStatus.IGNORED, "refund already under way"
-    _payment_update(
-        payment,
-        order,
-        status=PaymentStatus.REFUND_REQUESTED,
+    if not payment_can_move(payment.status, PaymentStatus.REFUND_REQUESTED):
+        return _not_allowed(payment, PaymentStatus.REFUND_REQUESTED, "no refund to ask for")
+    _move_payment(
+        order=order,
+        payment=payment,
+        to=PaymentStatus.REFUND_REQUESTED,
         provider_payment_id=provider_id,
         next_attempt_at=timezone.now(),
         attempts=0,
@@ -473,14 +645,16 @@ def _apply_failed(*, order, payment, provider_id, event) -> tuple[str, str]:
     if order.status != OrderStatus.PENDING_PAYMENT:
         # States never move backwards: a failure after a success (or a cancel) is noted only.
         return WebhookStatus.IGNORED, f"order is {order.status}; failure not applied"
+    if payment is not None and not payment_can_move(payment.status, PaymentStatus.FAILED):
+        return _not_allowed(payment, PaymentStatus.FAILED, "failure not applied")
     try:
         order_cancel(order_id=order.pk, reason=CancelReason.PAYMENT_FAILED)
     except InvalidTransition:
         return WebhookStatus.IGNORED, "order moved on meanwhile"
-    _payment_update(
-        payment,
-        order,
-        status=PaymentStatus.FAILED,
+    _move_payment(
+        order=order,
+        payment=payment,
+        to=PaymentStatus.FAILED,
         provider_payment_id=provider_id,
         last_error=str(event["data"].get("failure_reason", ""))[:2000],
     )
@@ -488,13 +662,19 @@ def _apply_failed(*, order, payment, provider_id, event) -> tuple[str, str]:
 
 
 def _apply_refunded(*, order, payment, provider_id, event) -> tuple[str, str]:
-    if payment is None or payment.status == PaymentStatus.REFUNDED:
-        return WebhookStatus.IGNORED, "nothing to refund or already refunded"
+    if payment is None:
+        return WebhookStatus.IGNORED, "the order has no payment to refund"
+    if payment.status == PaymentStatus.REFUNDED:
+        return WebhookStatus.IGNORED, "already refunded"
+    if not payment_can_move(payment.status, PaymentStatus.REFUNDED):
+        return _not_allowed(
+            payment, PaymentStatus.REFUNDED, "a refund applies only to a payment that succeeded"
+        )
     version = payment.event_version + 1
-    _payment_update(
-        payment,
-        order,
-        status=PaymentStatus.REFUNDED,
+    _move_payment(
+        order=order,
+        payment=payment,
+        to=PaymentStatus.REFUNDED,
         event_version=version,
         lease_token=None,
         lease_expires_at=None,
@@ -515,4 +695,9 @@ def _apply_refunded(*, order, payment, provider_id, event) -> tuple[str, str]:
         )
     )
     metrics.REFUNDS.labels(stage="completed").inc()
+    if order.status == OrderStatus.PAID:
+        # The provider refunded the money of a paid order (SPEC §2): the order is refunded
+        # too; no stock comes back by itself (the goods may have shipped).
+        order_mark_refunded(order_id=order.pk)
+        return WebhookStatus.APPLIED, "payment and order refunded"
     return WebhookStatus.APPLIED, "refunded"

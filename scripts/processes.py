@@ -27,7 +27,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import quote
 
-from scripts.servers import wait_until
+from scripts.servers import ServerError
+from scripts.waiting import wait_for
 
 REPO = Path(__file__).resolve().parents[1]
 BIN = REPO / ".venv" / "bin"
@@ -46,6 +47,7 @@ __all__ = [
     "beat_command",
     "cpu_seconds",
     "database_url",
+    "group_cpu_seconds",
     "group_pids",
     "provider_command",
     "service_env",
@@ -178,6 +180,12 @@ class ManagedProcess:
         if not self.alive:
             raise ProcessExited(f"{self.name} exited ({self.returncode}):\n{self.log_tail(30)}")
 
+    def progress(self) -> tuple[float, int]:
+        """What this process has done so far: CPU seconds of its group (to 10 ms) and the
+        size of its log. A process starting up on a busy machine moves these slowly but
+        surely; a hung one does not move them at all."""
+        return round(group_cpu_seconds(self.pid), 2), self.log_size()
+
     def wait_http_ok(
         self,
         url: str,
@@ -188,13 +196,18 @@ class ManagedProcess:
         probe_timeout: float = 1.0,
     ) -> None:
         """Poll url until it answers 200: ProcessExited at once if this process exits first,
-        ServerError naming `what` at the deadline."""
-
-        def ready() -> bool:
-            self.check_alive()
-            return http_ok(url, timeout=probe_timeout)
-
-        wait_until(ready, timeout=timeout, what=what, interval=interval)
+        ServerError naming `what` at the deadline. `timeout` is the window of a quiet
+        machine: scaled by the machine's slowness and extended while this process makes
+        progress (scripts/waiting.py)."""
+        wait_for(
+            lambda: http_ok(url, timeout=probe_timeout),
+            what=what,
+            timeout=timeout,
+            progress=self.progress,
+            interval=interval,
+            check=self.check_alive,
+            error=ServerError,
+        )
 
     # ------------------------------------------------------------------ log
 
@@ -202,6 +215,12 @@ class ManagedProcess:
         """Remember the log's current end: since_mark=True reads only what follows."""
         with contextlib.suppress(OSError):
             self.log_mark = self.log_path.stat().st_size
+
+    def log_size(self) -> int:
+        try:
+            return self.log_path.stat().st_size
+        except OSError:
+            return 0
 
     def log_text(self, *, since_mark: bool = False) -> str:
         try:
@@ -284,7 +303,10 @@ def beat_command(
 def provider_command(
     *, port: int, webhook_url: str, state_file: Path, **options: object
 ) -> list[str]:
-    """The fake payment provider; options as keywords: webhook_delay=0.5 → --webhook-delay=0.5."""
+    """The fake payment provider; options as keywords: webhook_delay=0.5 → --webhook-delay=0.5.
+
+    Its bearer token (reads and /_chaos) goes in the environment as FAKE_PROVIDER_TOKEN,
+    not here: argv is visible to every user in `ps`. Without one those endpoints are 403."""
     argv = [
         str(PYTHON),
         str(REPO / "manage.py"),
@@ -367,6 +389,12 @@ def group_pids(pgid: int) -> list[int]:
                 if int(_stat_fields(entry.name)[2]) == pgid:
                     found.append(int(entry.name))
     return found
+
+
+def group_cpu_seconds(pgid: int) -> float:
+    """CPU seconds used by the live processes of one process group (e.g. a gunicorn master
+    and its workers), as cpu_seconds() sums them."""
+    return sum(cpu_seconds(pid) for pid in group_pids(pgid))
 
 
 def cpu_seconds(pid: int) -> float:

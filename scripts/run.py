@@ -32,6 +32,7 @@ from scripts.services import LOCAL_DIR, ROOT, say
 
 BIN = Path(sys.executable).parent
 SECRET_KEY_FILE = LOCAL_DIR / "secret_key"
+PROVIDER_TOKEN_FILE = LOCAL_DIR / "fake_provider_token"
 PROMETHEUS_DIR = LOCAL_DIR / "prometheus"
 # Longer than gunicorn's graceful_timeout (30 s) so a graceful drain can complete.
 STOP_TIMEOUT = float(os.environ.get("STOP_TIMEOUT", "35"))
@@ -71,6 +72,22 @@ def local_secret_key() -> str:
         handle.write(key + "\n")
     say(f"generated a SECRET_KEY in {SECRET_KEY_FILE.relative_to(ROOT)} (kept for later runs)")
     return key
+
+
+def local_provider_token() -> str:
+    """FAKE_PROVIDER_TOKEN from the environment, else one generated once and kept in .local/
+    (the bearer token of the fake provider's reads and /_chaos; never printed)."""
+    if os.environ.get("FAKE_PROVIDER_TOKEN"):
+        return os.environ["FAKE_PROVIDER_TOKEN"]
+    if PROVIDER_TOKEN_FILE.exists():
+        return PROVIDER_TOKEN_FILE.read_text().strip()
+    LOCAL_DIR.mkdir(exist_ok=True)
+    token = secrets.token_urlsafe(32)
+    fd = os.open(PROVIDER_TOKEN_FILE, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as handle:
+        handle.write(token + "\n")
+    say(f"generated a fake provider token in {PROVIDER_TOKEN_FILE.relative_to(ROOT)}")
+    return token
 
 
 def manage(env: dict, *args: str, capture: bool = False) -> str:
@@ -230,6 +247,7 @@ def main() -> int:
     # The fake provider calls the web process back; follow PORT/BIND unless told otherwise.
     env.setdefault("PAYMENT_WEBHOOK_URL", f"{base}/api/v1/payments/webhook/")
     env.setdefault("FAKE_PROVIDER_STATE_FILE", str(LOCAL_DIR / "fake_provider_state.json"))
+    env["FAKE_PROVIDER_TOKEN"] = local_provider_token()
 
     def on_ready() -> bool:
         if address:
@@ -257,6 +275,8 @@ def print_banner(base: str, demo: str) -> None:
         f"  metrics      {base}/metrics",
         "  events       .venv/bin/python manage.py tail_events   (stream: EVENT_STREAM)",
         "  provider     fake payment provider on http://127.0.0.1:8100 (PAYMENT_PROVIDER_URL)",
+        "               its reads and /_chaos take Authorization: Bearer "
+        f"$(cat {PROVIDER_TOKEN_FILE.relative_to(ROOT)})",
         "",
         *(f"  {line}" for line in demo.strip().splitlines()),
         "  (send the key as X-API-Key; embedded servers, if any, stay up: make stop-services)",

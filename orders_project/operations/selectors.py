@@ -21,6 +21,7 @@ from outbox.models import OutboxEvent, OutboxStatus
 # Stacking order of the orders chart, bottom to top.
 ORDER_STATUSES: tuple[str, ...] = (
     OrderStatus.PAID,
+    OrderStatus.REFUNDED,
     OrderStatus.PENDING_PAYMENT,
     OrderStatus.CANCELLED,
 )
@@ -94,7 +95,8 @@ class Revenue:
 
 def revenue_per_hour(*, now: datetime, hours: int = 24) -> list[Revenue]:
     """Sum of `total` of paid orders by the hour they were paid, one entry per currency
-    (the shop currency first, present even when nothing was paid)."""
+    (the shop currency first, present even when nothing was paid). Refunded orders are
+    not revenue: the money went back."""
     starts = hour_starts(now=now, hours=hours)
     rows = (
         Order.objects.filter(

@@ -33,11 +33,13 @@ from outbox.models import OutboxStatus
 # Keyed by status; looked up with the plain strings the selectors return.
 STATUS_SERIES: dict[str, Series] = {
     OrderStatus.PAID: Series("paid", "Paid", "#009E73"),
+    OrderStatus.REFUNDED: Series("refunded", "Refunded", "#CC79A7"),
     OrderStatus.PENDING_PAYMENT: Series("pending_payment", "Pending payment", "#E69F00"),
     OrderStatus.CANCELLED: Series("cancelled", "Cancelled", "#A0A0A0"),
 }
 SHORT: dict[str, str] = {
     OrderStatus.PAID: "paid",
+    OrderStatus.REFUNDED: "refunded",
     OrderStatus.PENDING_PAYMENT: "pending",
     OrderStatus.CANCELLED: "cancelled",
 }

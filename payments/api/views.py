@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import re
 from decimal import Decimal, InvalidOperation
-from uuid import UUID
 
 from django.conf import settings
 from drf_spectacular.extensions import OpenApiAuthenticationExtension
@@ -54,12 +53,13 @@ def _read_limited_body(request) -> bytes:
     return body
 
 
+# The canonical 8-4-4-4-12 form only (either case), as for product ids: UUID() would also
+# take dash-less hex, braces and `urn:uuid:`, so one order would have many spellings.
+_CANONICAL_UUID = re.compile(r"[0-9a-fA-F]{8}-(?:[0-9a-fA-F]{4}-){3}[0-9a-fA-F]{12}")
+
+
 def _is_uuid(value) -> bool:
-    try:
-        UUID(str(value))
-    except ValueError:
-        return False
-    return True
+    return isinstance(value, str) and _CANONICAL_UUID.fullmatch(value) is not None
 
 
 AMOUNT_PATTERN = r"^-?[0-9]+(\.[0-9]+)?$"
@@ -167,9 +167,16 @@ class WebhookAmountField(serializers.Field):
     pass
 
 
+@extend_schema_field(
+    {"type": "string", "format": "uuid", "pattern": f"^{_CANONICAL_UUID.pattern}$"}
+)
+class WebhookOrderIdField(serializers.Field):
+    pass
+
+
 class WebhookEventDataSerializer(serializers.Serializer):
     payment_id = serializers.CharField(max_length=100)
-    order_id = serializers.UUIDField()
+    order_id = WebhookOrderIdField(help_text="The order's id, in the canonical 8-4-4-4-12 form.")
     amount = WebhookAmountField(help_text="Decimal string; a JSON number is accepted too.")
     currency = serializers.CharField(allow_blank=True)
     failure_reason = serializers.CharField(required=False, allow_blank=True)

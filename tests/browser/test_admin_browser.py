@@ -21,10 +21,14 @@ from catalog.models import Product
 from orders.models import CancelReason, Order, OrderStatus
 from tests.browser.conftest import ARTIFACTS
 from tests.factories import make_api_client
+from tests.polling import slowness
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
 
 PASSWORD = "correct-horse-battery-staple"
+# What a quiet machine needs for one page action or API request, with a margin; each use
+# scales it by how slow the machine is right now (tests/polling.py).
+ACTION_SECONDS = 15
 STAFF_PERMISSIONS = [
     ("catalog", "view_product"),
     ("catalog", "add_product"),
@@ -65,7 +69,7 @@ def _place_order(base_url: str, key: str, product: Product, quantity: int) -> di
             "items": [{"product_id": str(product.pk), "quantity": quantity}],
         },
         headers={"X-API-Key": key, "Idempotency-Key": f"browser-{uuid.uuid4()}"},
-        timeout=10,
+        timeout=ACTION_SECONDS * slowness(),
     )
     assert response.status_code == 201, response.text
     return response.json()
@@ -73,6 +77,8 @@ def _place_order(base_url: str, key: str, product: Product, quantity: int) -> di
 
 def test_staff_manage_a_product_and_cancel_an_api_order(live_server, browser_page):
     page = browser_page
+    # Every wait of a page action or navigation (Playwright's default timeout), scaled.
+    page.set_default_timeout(ACTION_SECONDS * 1000 * slowness())
     base = live_server.url
     _staff_user()
     _, api_key = make_api_client("browser-test-storefront")

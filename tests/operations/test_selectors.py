@@ -46,6 +46,7 @@ def test_orders_per_hour_by_status(django_assert_num_queries):
     assert hours[-1].start == HOUR
     assert hours[-1].counts == {
         OrderStatus.PAID: 2,
+        OrderStatus.REFUNDED: 0,
         OrderStatus.PENDING_PAYMENT: 1,
         OrderStatus.CANCELLED: 0,
     }

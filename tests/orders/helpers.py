@@ -7,7 +7,6 @@ import itertools
 import json
 import queue
 import threading
-import time
 import uuid
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
@@ -21,6 +20,8 @@ from catalog.models import Product
 from orders.models import IdempotencyRecord, Order, OrderItem, OrderStatus
 from outbox.models import OutboxEvent
 from tests.factories import make_api_client
+from tests.polling import eventually
+from tests.together import StartLine, wait_threads
 
 ORDERS_URL = "/api/v1/orders/"
 _emails = itertools.count(1)
@@ -111,12 +112,14 @@ def run_in_threads(
     *,
     workers: int,
     make_http: Callable[[], APIClient],
-    timeout: float = 120.0,
+    timeout: float = 30.0,
 ) -> list[Any]:
-    """Run `tasks` from `workers` real threads that start together (a Barrier).
+    """Run `tasks` from `workers` real threads that start together (tests/together.py).
 
     Each thread has its own HTTP client and its own database connection, which it closes
     when done. Returns the tasks' results in task order; re-raises the first exception.
+    `timeout` is how long a quiet machine may go without a task finishing: scaled by the
+    machine's slowness, and extended by every task that finishes.
     """
     workers = min(workers, len(tasks))
     pending: queue.Queue[int] = queue.Queue()
@@ -124,12 +127,11 @@ def run_in_threads(
         pending.put(index)
     results: list[Any] = [None] * len(tasks)
     errors: list[BaseException] = []
-    barrier = threading.Barrier(workers)
+    start = StartLine(workers)
 
-    def worker() -> None:
-        http = make_http()
+    def worker(http: APIClient) -> None:
         try:
-            barrier.wait(timeout=30)
+            start.wait()
             while True:
                 try:
                     index = pending.get_nowait()
@@ -141,25 +143,36 @@ def run_in_threads(
         finally:
             connection.close()
 
-    threads = [threading.Thread(target=worker, daemon=True) for _ in range(workers)]
+    # The clients are made here: a thread that failed before the start line would only
+    # show up as a start line never reached.
+    threads = [
+        threading.Thread(target=worker, args=(make_http(),), daemon=True) for _ in range(workers)
+    ]
     for thread in threads:
         thread.start()
-    deadline = time.monotonic() + timeout
-    for thread in threads:
-        thread.join(timeout=max(0.0, deadline - time.monotonic()))
-    assert not any(thread.is_alive() for thread in threads), "worker threads did not finish"
+    start.release(what=f"{workers} worker threads at the start line")
+    wait_threads(
+        threads,
+        what=f"{len(tasks)} tasks in {workers} threads",
+        progress=lambda: sum(result is not None for result in results),
+        timeout=timeout,
+    )
     if errors:
         raise errors[0]
     return results
 
 
-def wait_until(predicate: Callable[[], Any], *, timeout: float, interval: float = 0.05):
-    """Poll `predicate` until it returns something truthy; fail after `timeout` seconds."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"condition not met within {timeout}s")
-        time.sleep(interval)
+def wait_until(
+    predicate: Callable[[], Any],
+    *,
+    timeout: float,
+    interval: float = 0.05,
+    what: str = "the condition",
+    progress: Callable[[], Any] | None = None,
+):
+    """Poll `predicate` until it returns something truthy, and return that.
+
+    `timeout` is what a quiet machine needs, with a margin: it is scaled by the machine's
+    slowness and extended while `progress()` changes (tests/polling.py), then fails naming
+    `what`."""
+    return eventually(predicate, timeout=timeout, interval=interval, what=what, progress=progress)

@@ -1,7 +1,7 @@
 """Concurrency of order creation and cancellation (SPEC §2 invariant, §3).
 
 Real threads, each with its own HTTP client and its own PostgreSQL connection, started
-together by a barrier (tests/orders/helpers.run_in_threads). The database is not wrapped
+together (tests/orders/helpers.run_in_threads). The database is not wrapped
 in a test transaction here (transaction=True), so every thread sees committed rows only.
 """
 
@@ -136,7 +136,12 @@ def test_multi_line_orders_over_overlapping_products_never_deadlock_or_oversell(
         if response.status_code == 409:
             assert response.json()["code"] == "insufficient_stock"
     # and PostgreSQL detected no deadlock (stats are flushed when the threads' backends exit)
-    wait_until(lambda: _other_backends() == 0, timeout=10)
+    wait_until(
+        lambda: _other_backends() == 0,
+        timeout=10,
+        what="the threads' database sessions to end",
+        progress=_other_backends,
+    )
     assert _deadlocks() == deadlocks_before
     # and for every product: stock = initial - units held by orders that are not cancelled
     for product in products:

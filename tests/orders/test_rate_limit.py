@@ -29,6 +29,7 @@ from tests.orders.helpers import (
     unique_key,
     wait_until,
 )
+from tests.together import StartLine, wait_threads
 
 
 @pytest.fixture(autouse=True)
@@ -50,22 +51,22 @@ def assert_rate_limited(response, *, limit: int) -> None:
 def test_limiter_admits_exactly_k_of_n_concurrent_hits():
     # given 40 threads hitting one identity against a limit of 7
     identity = f"test:{uuid.uuid4()}"
-    barrier = threading.Barrier(40)
+    start = StartLine(40)
     decisions = []
     lock = threading.Lock()
 
     def hit() -> None:
-        barrier.wait(timeout=10)
+        start.wait()
         decision = rate_limit_hit(scope="test", identity=identity, rate="7/60s")
         with lock:
             decisions.append(decision)
 
     # when they all hit at once
-    threads = [threading.Thread(target=hit) for _ in range(40)]
+    threads = [threading.Thread(target=hit, daemon=True) for _ in range(40)]
     for thread in threads:
         thread.start()
-    for thread in threads:
-        thread.join(timeout=30)
+    start.release(what="40 threads at the start line")
+    wait_threads(threads, what="40 limiter hits", progress=lambda: len(decisions))
 
     # then exactly 7 are allowed, with remaining counting down 6..0
     assert len(decisions) == 40
@@ -83,8 +84,11 @@ def test_limiter_window_slides():
     assert not rate_limit_hit(scope="test", identity=identity, rate="2/1s").allowed
 
     # then once the window has moved on, it is admitted again
+    # (1 s of wall time on any machine; the margin is scaled by the machine's slowness)
     wait_until(
-        lambda: rate_limit_hit(scope="test", identity=identity, rate="2/1s").allowed, timeout=5
+        lambda: rate_limit_hit(scope="test", identity=identity, rate="2/1s").allowed,
+        timeout=5,
+        what="the 1 s window to move on",
     )
 
 
@@ -139,10 +143,13 @@ def test_limited_request_releases_its_key_and_succeeds_after_the_window(settings
     assert_rate_limited(limited, limit=2)
 
     # when the client retries the same key until the window has moved on
+    # (2 s of wall time on any machine, plus the retries' own time: the margin is scaled by
+    # the machine's slowness)
     response = wait_until(
         lambda: (r := post_order(http, body, key="patient")).status_code == 201 and r,
         timeout=6,
         interval=0.2,
+        what="the 2 s window to move on",
     )
 
     # then the key ran afresh and created the order

@@ -147,6 +147,19 @@ INVALID_BODIES = {
         lambda p: {"email": "a@example.com", "items": [{"product_id": "nope", "quantity": 1}]},
         "items[0].product_id",
     ),
+    # Only the canonical 8-4-4-4-12 string: DRF's UUIDField would take all of these.
+    "product-id-integer": (
+        lambda p: {"email": "a@example.com", "items": [{"product_id": p.pk.int, "quantity": 1}]},
+        "items[0].product_id",
+    ),
+    "product-id-dashless-hex": (
+        lambda p: {"email": "a@example.com", "items": [{"product_id": p.pk.hex, "quantity": 1}]},
+        "items[0].product_id",
+    ),
+    "product-id-urn": (
+        lambda p: {"email": "a@example.com", "items": [{"product_id": p.pk.urn, "quantity": 1}]},
+        "items[0].product_id",
+    ),
     "product-listed-twice": (
         lambda p: {"email": "a@example.com", "items": [_line(p, 1), _line(p, 2)]},
         "items[1].product_id",

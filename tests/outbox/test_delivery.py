@@ -103,6 +103,7 @@ def test_two_beats_and_three_workers_deliver_thousands_once_and_in_order(
         what="3000 events published",
         interval=0.5,
         alive=processes,
+        progress=status_counts,
     )
     entries = stream_entries()
     assert len(entries) == OutboxEvent.objects.count() == 3000

@@ -56,6 +56,7 @@ def test_an_outage_longer_than_the_retry_schedule_dead_letters_nothing(
         timeout=45,
         what="delivery before the outage",
         alive=[worker, beat],
+        progress=status_counts,
     )
 
     # when Redis goes away for longer than the schedule while events keep committing
@@ -82,6 +83,7 @@ def test_an_outage_longer_than_the_retry_schedule_dead_letters_nothing(
         timeout=60,
         what="backlog drained after Redis returned",
         alive=[worker, beat],
+        progress=status_counts,
     )
     assert status_counts() == {
         "pending": 0,

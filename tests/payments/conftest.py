@@ -19,7 +19,6 @@ shows when the test failed.
 from __future__ import annotations
 
 import tempfile
-import time
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,7 +26,9 @@ from pathlib import Path
 import pytest
 import requests
 from django.db import connection
+from django.utils import timezone
 
+from payments.models import Payment
 from scripts.processes import (
     REPO,
     ManagedProcess,
@@ -42,7 +43,8 @@ from scripts.processes import (
 )
 from scripts.servers import free_port, start_redis
 from tests.factories import make_api_client
-from tests.payments.helpers import WEBHOOK_SECRET, Shop
+from tests.payments.helpers import PROVIDER_TOKEN, WEBHOOK_SECRET, Shop, provider_auth
+from tests.polling import eventually, processes_progress
 
 
 @dataclass
@@ -206,8 +208,13 @@ class Provider:
             duplicate_rate=duplicate_rate,
             out_of_order=out_of_order,
         )
+        # The token by environment, not argv: it stays out of `ps`.
         self.process = start_process(
-            "provider", argv, self.stack.env(), self.root / "provider.log", cwd=REPO
+            "provider",
+            argv,
+            self.stack.env(FAKE_PROVIDER_TOKEN=PROVIDER_TOKEN),
+            self.root / "provider.log",
+            cwd=REPO,
         )
         self.process.wait_http_ok(
             f"{self.url}/healthz", timeout=30, what="fake provider answering /healthz", interval=0.1
@@ -223,13 +230,17 @@ class Provider:
             self.process.kill()
 
     def chaos(self, **switches: float) -> dict:
-        response = requests.post(f"{self.url}/_chaos", json=switches, timeout=5)
+        response = requests.post(
+            f"{self.url}/_chaos", json=switches, headers=provider_auth(), timeout=5
+        )
         response.raise_for_status()
         return response.json()
 
     def payments(self, order_id=None) -> list[dict]:
         query = f"?order_id={order_id}" if order_id else ""
-        response = requests.get(f"{self.url}/v1/payments{query}", timeout=5)
+        response = requests.get(
+            f"{self.url}/v1/payments{query}", headers=provider_auth(), timeout=5
+        )
         response.raise_for_status()
         return response.json()["results"]
 
@@ -254,8 +265,50 @@ def provider(stack, transactional_db, tmp_path):
             state = "running" if process.alive else f"exited {process.returncode}"
             print(f"----- {process.name} (pid {process.pid}, {state})")
             print(process.log_tail(since_mark=True) or "(nothing logged)")
-        # Let a step or webhook of this test that is still in flight finish before the flush.
-        time.sleep(0.5)
+        # A step or webhook of this test still in flight must finish before the flush, or
+        # it would write into the next test's (empty) tables.
+        wait_for_in_flight_work(stack)
+
+
+def _in_flight() -> dict[str, int]:
+    """Work of the stack's processes under way right now: payment steps leased by a worker
+    (calling the provider), and database sessions of the stack inside a transaction (a
+    webhook being applied, a step being recorded). pytest's own session is not counted."""
+    leased = Payment.objects.filter(
+        lease_token__isnull=False, lease_expires_at__gt=timezone.now()
+    ).count()
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
+            "AND pid <> pg_backend_pid() AND backend_type = 'client backend' "
+            "AND xact_start IS NOT NULL"
+        )
+        (in_transaction,) = cursor.fetchone()
+    return {"leased steps": leased, "sessions in a transaction": in_transaction}
+
+
+def wait_for_in_flight_work(stack: Stack, quiet_polls: int = 3) -> None:
+    """Wait until no payment step is leased and no session of the stack is inside a
+    transaction, on `quiet_polls` polls in a row (a request between its arrival and its
+    first query is not seen by one poll). The window grows while the stack's processes use
+    CPU or write their logs (tests/polling.py)."""
+    quiet: list[dict] = []
+
+    def settled() -> bool:
+        state = _in_flight()
+        if any(state.values()):
+            quiet.clear()
+            return False
+        quiet.append(state)
+        return len(quiet) >= quiet_polls
+
+    eventually(
+        settled,
+        timeout=10,
+        what="the stack's in-flight steps and webhooks to finish",
+        progress=processes_progress(stack.alive()),
+        interval=0.1,
+    )
 
 
 @pytest.fixture

@@ -4,6 +4,7 @@ stream read back, and polling with deadlines."""
 from __future__ import annotations
 
 import json
+import secrets
 import time
 import uuid
 from collections import defaultdict
@@ -27,6 +28,12 @@ WEBHOOK_SECRET = "whsec_cGF5bWVudHMtdGVzdHMtY3VycmVudC1zZWNyZXQtMA=="
 # A second one, for rotation tests (the "old" secret still accepted for a while).
 OLD_WEBHOOK_SECRET = "whsec_cGF5bWVudHMtdGVzdHMtcHJldmlvdXMtc2VjcmV0LTE="
 WEBHOOK_PATH = "/api/v1/payments/webhook/"
+# The fake provider's bearer token (its reads and /_chaos), fresh for each test session.
+PROVIDER_TOKEN = secrets.token_urlsafe(24)
+
+
+def provider_auth(token: str = PROVIDER_TOKEN) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token}"}
 
 
 def unique_email(tag: str = "buyer", *, decline: bool = False) -> str:

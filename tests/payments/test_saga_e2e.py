@@ -12,6 +12,7 @@ from __future__ import annotations
 from decimal import Decimal
 
 import pytest
+import requests
 
 from catalog.models import Product
 from orders.models import CancelReason, OrderStatus
@@ -230,3 +231,46 @@ def test_answers_slower_than_the_timeout_are_retried_under_one_idempotency_key(
         what="our payment row naming the provider's payment",
     )
     assert _payment(order["id"]).status == PaymentStatus.SUCCEEDED
+
+
+def test_a_refund_at_the_provider_refunds_the_paid_order(stack, provider, shop):
+    # given an order paid through the provider
+    provider.start(webhook_delay=0.3)
+    product = make_product(stock=5, price=Decimal("8.00"))
+    order = shop.place_ok(email=unique_email(), lines=[(product, 2)])
+    eventually(
+        lambda: order_status(order["id"]) == (OrderStatus.PAID, ""),
+        timeout=30,
+        what="the order paid",
+        alive=stack.alive(),
+    )
+    [at_provider] = provider.payments(order["id"])
+    payment = _payment(order["id"])
+    assert payment.provider_payment_id == at_provider["id"]
+
+    # when the provider is asked to refund that payment (as staff would, at the provider)
+    response = requests.post(f"{provider.url}/v1/payments/{at_provider['id']}/refund", timeout=5)
+    assert response.status_code == 200, response.text
+
+    # then its refund.succeeded webhook refunds the payment and the order (SPEC §2)
+    eventually(
+        lambda: order_status(order["id"]) == (OrderStatus.REFUNDED, ""),
+        timeout=30,
+        what="the order refunded",
+        alive=stack.alive(),
+    )
+    assert _payment(order["id"]).status == PaymentStatus.REFUNDED
+    assert _stock(product) == 3  # a refund restores no stock by itself
+    assert shop.get(order["id"])["status"] == "refunded"
+    assert shop.get(order["id"])["payment"]["status"] == "refunded"
+
+    # and both events reach the stream, the order's in version order
+    def refund_events_published():
+        seen = events_by_aggregate(stream_events(stack.redis_url, stack.stream))
+        done = len(seen[order["id"]]) == 3 and seen[str(payment.pk)]
+        return seen if done else None
+
+    seen = eventually(refund_events_published, timeout=20, what="the refund events in the stream")
+    assert seen[order["id"]] == [("order.created", 1), ("order.paid", 2), ("order.refunded", 3)]
+    assert seen[str(payment.pk)] == [("payment.refunded", 1)]
+    assert provider.payments(order["id"])[0]["status"] == "refunded"

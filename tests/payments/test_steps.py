@@ -24,7 +24,13 @@ from payments.models import Payment, PaymentStatus
 from payments.services import payment_steps_run
 from scripts.servers import free_port
 from tests.factories import make_api_client, make_product
-from tests.payments.helpers import WEBHOOK_SECRET, eventually, unique_email
+from tests.payments.helpers import (
+    PROVIDER_TOKEN,
+    WEBHOOK_SECRET,
+    eventually,
+    provider_auth,
+    unique_email,
+)
 
 pytestmark = pytest.mark.django_db(transaction=True)  # the provider is called outside any
 
@@ -36,6 +42,7 @@ def fake_provider(settings):
             webhook_url=f"http://127.0.0.1:{free_port()}/nobody-listens",
             webhook_secret=WEBHOOK_SECRET,
             webhook_delay=0,  # decides at once
+            token=PROVIDER_TOKEN,
         )
     )
     server = ThreadingHTTPServer(("127.0.0.1", 0), make_handler(provider))
@@ -139,7 +146,9 @@ def test_one_create_per_order_however_often_the_step_is_retried(fake_provider, s
 
     # then the provider holds one payment for the order
     listed = requests.get(
-        f"{settings.PAYMENT_PROVIDER_URL}/v1/payments?order_id={order.pk}", timeout=5
+        f"{settings.PAYMENT_PROVIDER_URL}/v1/payments?order_id={order.pk}",
+        headers=provider_auth(),
+        timeout=5,
     ).json()["results"]
     assert len(listed) == 1
     assert Payment.objects.get(order_id=order.pk).provider_payment_id == listed[0]["id"]

@@ -39,6 +39,7 @@ from tests.payments.helpers import (
     unique_email,
     webhook_event,
 )
+from tests.together import StartLine, wait_threads
 
 # A secret no configuration of these tests knows.
 STRANGER_SECRET = "whsec_c29tZWJvZHktZWxzZXMtc2VjcmV0LTEyMzQ1Ng=="
@@ -312,24 +313,27 @@ def test_the_old_secret_works_during_rotation_and_not_after(settings):
 
 def _in_threads(count: int, work) -> list:
     """Run work(i) in `count` threads released together; each closes its DB connection."""
-    barrier = threading.Barrier(count)
+    start = StartLine(count)
     results: list = [None] * count
 
     def run(i: int) -> None:
         try:
-            barrier.wait(timeout=10)
+            start.wait()
             results[i] = work(i)
         except BaseException as exc:  # reported by the test, not lost in the thread
             results[i] = exc
         finally:
             connection.close()
 
-    threads = [threading.Thread(target=run, args=(i,)) for i in range(count)]
+    threads = [threading.Thread(target=run, args=(i,), daemon=True) for i in range(count)]
     for thread in threads:
         thread.start()
-    for thread in threads:
-        thread.join(timeout=60)
-    assert not any(thread.is_alive() for thread in threads), "a thread hung"
+    start.release(what=f"{count} threads at the start line")
+    wait_threads(
+        threads,
+        what=f"{count} concurrent deliveries",
+        progress=lambda: sum(result is not None for result in results),
+    )
     return results
 
 

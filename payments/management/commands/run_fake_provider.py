@@ -39,6 +39,12 @@ class Command(BaseCommand):
         )
         parser.add_argument("--state-file", default=os.environ.get("FAKE_PROVIDER_STATE_FILE"))
         parser.add_argument(
+            "--token",
+            default=os.environ.get("FAKE_PROVIDER_TOKEN", ""),
+            help="bearer token for GET /v1/payments... and POST /_chaos (default: "
+            "FAKE_PROVIDER_TOKEN); without one those endpoints answer 403",
+        )
+        parser.add_argument(
             "--error-rate", type=float, default=_env_float("FAKE_PROVIDER_ERROR_RATE", 0)
         )
         parser.add_argument("--latency", type=float, default=_env_float("FAKE_PROVIDER_LATENCY", 0))
@@ -57,6 +63,7 @@ class Command(BaseCommand):
             webhook_secret=options["webhook_secret"],
             webhook_delay=options["webhook_delay"],
             state_file=Path(options["state_file"]) if options["state_file"] else None,
+            token=options["token"] or None,
             chaos=Chaos(
                 error_rate=options["error_rate"],
                 latency=options["latency"],
@@ -66,7 +73,8 @@ class Command(BaseCommand):
         )
         self.stdout.write(
             f"fake payment provider on http://{options['host']}:{options['port']} "
-            f"(webhooks to {config.webhook_url})"
+            f"(webhooks to {config.webhook_url}; reads and /_chaos "
+            f"{'need the bearer token' if config.token else 'disabled: no token'})"
         )
         try:
             serve(options["host"], options["port"], config)

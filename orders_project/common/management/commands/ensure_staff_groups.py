@@ -24,6 +24,9 @@ STAFF_GROUPS: dict[str, list[str]] = {
         "orders.change_apiclient",
     ],
     # The operations page, and the outbox list its lag and dead-letter figures link to.
+    # Not the login audit (axes' AccessAttempt/AccessFailureLog/AccessLog): it names staff
+    # accounts, their addresses and which accounts are under attack; it is security data,
+    # read by superusers only, and no group here grants it.
     "Operations": [
         "operations.view_dashboard",
         "outbox.view_outboxevent",

@@ -1,13 +1,15 @@
 """`python manage.py seed_demo`: demo data for a local run (idempotent).
 
 Creates a dozen products, a staff user and an API client, and prints the credentials.
+Never in production: the superuser's password is printed in the README.
 """
 
 from decimal import Decimal
 
+from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.core.management import call_command
-from django.core.management.base import BaseCommand
+from django.core.management.base import BaseCommand, CommandError
 
 from catalog.models import Product
 from orders.models import ApiClient
@@ -39,6 +41,13 @@ class Command(BaseCommand):
         parser.add_argument("--staff-password", default="staff-demo-password")
 
     def handle(self, *args, staff_password: str, **options):
+        if settings.IS_PRODUCTION:
+            raise CommandError(
+                "seed_demo does not run with ENVIRONMENT=production: it creates a superuser "
+                "whose password is published. Create the first admin with "
+                "`python manage.py createsuperuser` and API clients with "
+                "`python manage.py create_api_client NAME`."
+            )
         for sku, name, price, stock in DEMO_PRODUCTS:
             Product.objects.get_or_create(
                 sku=sku, defaults={"name": name, "price": Decimal(price), "stock": stock}

@@ -1,0 +1,84 @@
+"""Request bodies sent with `Transfer-Encoding: chunked`, made readable for Django.
+
+Django reads exactly CONTENT_LENGTH bytes of a body and treats a request without one as
+empty. A chunked request has no Content-Length (gunicorn refuses one that has both), so
+an order arrived as "email is required" and a signed webhook as a bad signature. gunicorn
+de-chunks wsgi.input itself and says so with `wsgi.input_terminated` (read to EOF is safe);
+this wrapper reads that de-chunked body, at most MAX_REQUEST_BODY_BYTES + 1 bytes, and hands
+Django an in-memory body with its length, as if the client had sent Content-Length.
+
+- Over the limit: the request goes on with the length read so far (limit + 1), so
+  ProblemMiddleware answers the usual 413 problem+json before anything reads the body.
+- A server that passes the chunk framing through (no `wsgi.input_terminated`, e.g. the
+  development server) gets 411 problem+json: guessing at the framing would misread bodies.
+
+Behind the compose nginx this is inert (nginx buffers the body and sends Content-Length);
+it matters when clients reach gunicorn directly (`make run`).
+"""
+
+from __future__ import annotations
+
+import io
+import json
+from collections.abc import Callable, Iterable
+from typing import Any
+
+from django.conf import settings
+
+from orders_project.common.problems import PROBLEM_CONTENT_TYPE, problem_body
+
+_READ_STEP = 64 * 1024
+
+WSGIApp = Callable[[dict[str, Any], Callable[..., Any]], Iterable[bytes]]
+
+
+def _is_chunked(environ: dict[str, Any]) -> bool:
+    codings = environ.get("HTTP_TRANSFER_ENCODING", "")
+    return "chunked" in (coding.strip(" \t").lower() for coding in codings.split(","))
+
+
+def _read_at_most(stream: Any, limit: int) -> bytes:
+    """Up to `limit` bytes; fewer only at end of stream."""
+    buffer = bytearray()
+    while len(buffer) < limit:
+        chunk = stream.read(min(_READ_STEP, limit - len(buffer)))
+        if not chunk:
+            break
+        buffer += chunk
+    return bytes(buffer)
+
+
+def _length_required(start_response: Callable[..., Any]) -> list[bytes]:
+    body = problem_body(
+        status=411,
+        code="length_required",
+        title="Length required",
+        detail="Send the request body with a Content-Length header.",
+    )
+    payload = json.dumps(body, separators=(",", ":")).encode()
+    start_response(
+        "411 Length Required",
+        [("Content-Type", PROBLEM_CONTENT_TYPE), ("Content-Length", str(len(payload)))],
+    )
+    return [payload]
+
+
+class ChunkedBodyMiddleware:
+    """WSGI wrapper: a chunked request body becomes a sized one, or a 411."""
+
+    def __init__(self, app: WSGIApp) -> None:
+        self.app = app
+
+    def __call__(self, environ: dict[str, Any], start_response: Callable[..., Any]):
+        if not _is_chunked(environ) or environ.get("CONTENT_LENGTH"):
+            return self.app(environ, start_response)
+        if not environ.get("wsgi.input_terminated"):
+            return _length_required(start_response)
+        # One byte over the limit is enough to know the body is too large: the rest is
+        # never read into memory.
+        body = _read_at_most(environ["wsgi.input"], settings.MAX_REQUEST_BODY_BYTES + 1)
+        environ["wsgi.input"] = io.BytesIO(body)
+        environ["CONTENT_LENGTH"] = str(len(body))
+        # What Django now sees is a sized body, no longer a chunked one.
+        del environ["HTTP_TRANSFER_ENCODING"]
+        return self.app(environ, start_response)
