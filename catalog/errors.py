@@ -1,6 +1,6 @@
 """Domain errors of the catalog, rendered as problem+json by the one exception handler."""
 
-from orders_project.common.problems import DomainError
+from core.problems import DomainError
 
 
 class StaleStock(DomainError):

@@ -25,6 +25,8 @@ from django.db import connection, transaction
 from django.utils import timezone
 from rest_framework.renderers import JSONRenderer
 
+from clients.models import ApiClient
+from core.problems import PROBLEM_CONTENT_TYPE, DomainError, problem_body
 from orders import metrics
 from orders.errors import (
     IdempotencyKeyInUse,
@@ -32,8 +34,7 @@ from orders.errors import (
     IdempotencyKeyMissing,
     IdempotencyKeyReused,
 )
-from orders.models import ApiClient, IdempotencyRecord, IdempotencyStatus
-from orders_project.common.problems import PROBLEM_CONTENT_TYPE, DomainError, problem_body
+from orders.models import IdempotencyRecord, IdempotencyStatus
 
 MAX_KEY_LENGTH = 255
 

@@ -9,8 +9,9 @@ from __future__ import annotations
 
 from uuid import UUID
 
+from clients.models import ApiClient
 from orders.errors import OrderNotFound
-from orders.models import ApiClient, Order
+from orders.models import Order
 
 
 def lock_order(*, order_id: UUID, client: ApiClient | None = None) -> Order:

@@ -1,36 +1,10 @@
-"""Orders tables. API clients live here because every order is owned by one."""
+"""Orders tables: orders, their items, and idempotency records (each owned by an API client)."""
 
 from __future__ import annotations
 
 import uuid
 
 from django.db import models
-
-
-class ApiClient(models.Model):
-    """A consumer of the API. Only a SHA-256 of its key is stored, never the key."""
-
-    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
-    name = models.CharField(max_length=100, unique=True)
-    # The key's public prefix, shown in the admin so staff can tell keys apart.
-    key_prefix = models.CharField(max_length=16, unique=True, editable=False)
-    key_hash = models.CharField(max_length=64, unique=True, editable=False)
-    is_active = models.BooleanField(default=True)
-    created_at = models.DateTimeField(auto_now_add=True)
-    updated_at = models.DateTimeField(auto_now=True)
-    revoked_at = models.DateTimeField(null=True, blank=True, editable=False)
-
-    class Meta:
-        ordering = ["name"]
-        verbose_name = "API client"
-
-    def __str__(self) -> str:
-        return self.name
-
-    # DRF treats request.user as the authenticated principal.
-    @property
-    def is_authenticated(self) -> bool:
-        return True
 
 
 class OrderStatus(models.TextChoices):
@@ -59,7 +33,7 @@ ALLOWED_TRANSITIONS: dict[str, frozenset[str]] = {
 
 class Order(models.Model):
     id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
-    client = models.ForeignKey(ApiClient, on_delete=models.PROTECT, related_name="orders")
+    client = models.ForeignKey("clients.ApiClient", on_delete=models.PROTECT, related_name="orders")
     email = models.EmailField(max_length=254)
     status = models.CharField(
         max_length=32, choices=OrderStatus.choices, default=OrderStatus.PENDING_PAYMENT
@@ -168,7 +142,7 @@ class IdempotencyRecord(models.Model):
     """
 
     id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
-    client = models.ForeignKey(ApiClient, on_delete=models.CASCADE, related_name="+")
+    client = models.ForeignKey("clients.ApiClient", on_delete=models.CASCADE, related_name="+")
     key = models.CharField(max_length=255)
     fingerprint = models.CharField(max_length=64)
     status = models.CharField(max_length=16, choices=IdempotencyStatus.choices)

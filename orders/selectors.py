@@ -2,17 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from uuid import UUID
 
 from django.db.models import Prefetch, QuerySet
 
-from orders.api_keys import api_key_hash
-from orders.models import ApiClient, Order, OrderItem
-
-
-def api_client_get_by_key(*, key: str) -> ApiClient | None:
-    """The active client holding `key`, or None (unknown or revoked)."""
-    return ApiClient.objects.filter(key_hash=api_key_hash(key), is_active=True).first()
+from clients.models import ApiClient
+from orders.models import Order, OrderItem
 
 
 def _with_items(orders: QuerySet[Order]) -> QuerySet[Order]:
@@ -37,3 +34,32 @@ def order_get_for_client(*, client: ApiClient, order_id: UUID) -> Order | None:
 
 def order_get(*, order_id: UUID) -> Order | None:
     return _with_items(Order.objects.filter(pk=order_id)).first()
+
+
+# --- the payment shown on an order (read-side hook) --------------------------------------
+
+
+@dataclass(frozen=True)
+class PaymentSummary:
+    """What the API shows as an order's `payment`."""
+
+    status: str
+    provider_payment_id: str | None
+
+
+PaymentSummaryReader = Callable[[Sequence[UUID]], Mapping[UUID, PaymentSummary]]
+_payment_summary_reader: PaymentSummaryReader | None = None
+
+
+def register_payment_summary_reader(reader: PaymentSummaryReader) -> None:
+    """The payments app registers how to read orders' payments (from its AppConfig.ready()):
+    orders shows a payment without importing payments, as it emits events to it."""
+    global _payment_summary_reader
+    _payment_summary_reader = reader
+
+
+def order_payment_summaries(*, order_ids: Sequence[UUID]) -> Mapping[UUID, PaymentSummary]:
+    """The payment of each order that has one, read at once for a page of orders."""
+    if _payment_summary_reader is None or not order_ids:
+        return {}
+    return _payment_summary_reader(order_ids)

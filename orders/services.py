@@ -15,8 +15,9 @@ from django.utils import timezone
 
 from catalog.errors import InsufficientStock
 from catalog.services import stock_release, stock_reserve
+from clients.models import ApiClient
+from core.problems import ValidationFailed
 from orders import metrics
-from orders.api_keys import api_key_generate, api_key_hash
 from orders.errors import OrderNotCancellable
 from orders.events import (
     order_cancelled_event,
@@ -27,45 +28,13 @@ from orders.events import (
 from orders.locks import lock_order
 from orders.models import (
     ALLOWED_TRANSITIONS,
-    ApiClient,
     CancelReason,
     Order,
     OrderItem,
     OrderStatus,
 )
-from orders_project.common.problems import ValidationFailed
-from outbox.services import outbox_enqueue
-
-# --- API clients -------------------------------------------------------------------------
-
-
-def api_client_create(*, name: str) -> tuple[ApiClient, str]:
-    """Create an API client; returns it with its key, which is never retrievable again."""
-    key, prefix = api_key_generate()
-    client = ApiClient.objects.create(name=name, key_prefix=prefix, key_hash=api_key_hash(key))
-    return client, key
-
-
-def api_client_revoke(*, client_id) -> int:
-    """Revoke a client's key at once; returns 1 if it was active, else 0."""
-    with transaction.atomic():
-        return ApiClient.objects.filter(pk=client_id, is_active=True).update(
-            is_active=False, revoked_at=timezone.now(), updated_at=timezone.now()
-        )
-
-
-def api_client_rotate_key(*, client_id) -> str:
-    """Give a client a new key (the old one stops working at once); returns the new key."""
-    key, prefix = api_key_generate()
-    ApiClient.objects.filter(pk=client_id).update(
-        key_prefix=prefix,
-        key_hash=api_key_hash(key),
-        is_active=True,
-        revoked_at=None,
-        updated_at=timezone.now(),
-    )
-    return key
-
+from outbox.services import EventEnvelope, outbox_enqueue
+from outbox.subscribers import dispatch_in_transaction
 
 # --- Orders ------------------------------------------------------------------------------
 
@@ -123,7 +92,7 @@ def order_create(*, client: ApiClient, email: str, lines: Sequence[OrderLine]) -
         for item in items:
             item.order = order
         OrderItem.objects.bulk_create(items)
-        outbox_enqueue(event=order_created_event(order=order, items=items))
+        _emit_in_transaction(order_created_event(order=order, items=items))
     return order
 
 
@@ -141,7 +110,7 @@ def order_cancel(*, order_id: UUID, reason: CancelReason, client: ApiClient | No
             raise OrderNotCancellable(order.status)
         order = _order_transition(order=order, to=OrderStatus.CANCELLED, reason=reason)
         stock_release(quantities={item.product_id: item.quantity for item in order.items.all()})
-        outbox_enqueue(event=order_cancelled_event(order=order))
+        _emit_in_transaction(order_cancelled_event(order=order))
     return order
 
 
@@ -153,7 +122,7 @@ def order_mark_paid(*, order_id: UUID) -> Order:
         if order.status == OrderStatus.PAID:
             return order
         order = _order_transition(order=order, to=OrderStatus.PAID)
-        outbox_enqueue(event=order_paid_event(order=order))
+        _emit_in_transaction(order_paid_event(order=order))
     return order
 
 
@@ -168,8 +137,15 @@ def order_mark_refunded(*, order_id: UUID) -> Order:
         if order.status == OrderStatus.REFUNDED:
             return order
         order = _order_transition(order=order, to=OrderStatus.REFUNDED)
-        outbox_enqueue(event=order_refunded_event(order=order))
+        _emit_in_transaction(order_refunded_event(order=order))
     return order
+
+
+def _emit_in_transaction(event: EventEnvelope) -> None:
+    """Record `event` in the outbox and run other apps' reactions to it (payments owes, stops
+    or refunds a payment) right here: in the caller's transaction, under its locks."""
+    outbox_enqueue(event=event)
+    dispatch_in_transaction(event=event)
 
 
 class InvalidTransition(Exception):

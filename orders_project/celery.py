@@ -5,7 +5,7 @@ beat) travels in the task message's headers and is bound again while the task ru
 task's log lines carry the same `request_id` as the request that caused them.
 
 With METRICS_PORT set (docker-compose), the worker and beat serve their own Prometheus
-metrics: orders_project/common/metrics_exporter.py.
+metrics: core/metrics_exporter.py.
 """
 
 import os
@@ -32,7 +32,7 @@ REQUEST_ID_HEADER = "request_id"
 
 @before_task_publish.connect
 def _send_request_id(headers=None, **kwargs) -> None:
-    from orders_project.common.request_id import current_request_id
+    from core.request_id import current_request_id
 
     request_id = current_request_id()
     if request_id and headers is not None:
@@ -41,7 +41,7 @@ def _send_request_id(headers=None, **kwargs) -> None:
 
 @task_prerun.connect
 def _bind_request_id(task=None, **kwargs) -> None:
-    from orders_project.common.request_id import set_request_id
+    from core.request_id import set_request_id
 
     request_id = getattr(task.request, REQUEST_ID_HEADER, None) if task else None
     task.request._request_id_token = set_request_id(request_id)
@@ -49,7 +49,7 @@ def _bind_request_id(task=None, **kwargs) -> None:
 
 @task_postrun.connect
 def _unbind_request_id(task=None, **kwargs) -> None:
-    from orders_project.common.request_id import reset_request_id
+    from core.request_id import reset_request_id
 
     token = getattr(task.request, "_request_id_token", None) if task else None
     if token is not None:
@@ -59,27 +59,27 @@ def _unbind_request_id(task=None, **kwargs) -> None:
 @worker_init.connect
 def _start_worker_exporter(**kwargs) -> None:
     # In the main process, before the pool forks: it serves what every child counts.
-    from orders_project.common.metrics_exporter import start_exporter
+    from core.metrics_exporter import start_exporter
 
     start_exporter(process="worker")
 
 
 @beat_init.connect
 def _start_beat_exporter(**kwargs) -> None:
-    from orders_project.common.metrics_exporter import start_exporter
+    from core.metrics_exporter import start_exporter
 
     start_exporter(process="beat")
 
 
 @worker_process_init.connect
 def _forget_exporter_in_child(**kwargs) -> None:
-    from orders_project.common.metrics_exporter import forget_inherited_exporter
+    from core.metrics_exporter import forget_inherited_exporter
 
     forget_inherited_exporter()
 
 
 @worker_process_shutdown.connect
 def _mark_child_dead(pid=None, **kwargs) -> None:
-    from orders_project.common.metrics_exporter import mark_child_dead
+    from core.metrics_exporter import mark_child_dead
 
     mark_child_dead(pid or os.getpid())

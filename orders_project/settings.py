@@ -3,7 +3,7 @@
 Every setting has a safe local default so that `make run` works on a laptop; with DEBUG off
 (the default) the service refuses to start with a missing or default SECRET_KEY, and with
 ENVIRONMENT=production it also refuses every local default that would be unsafe there
-(see orders_project/common/deploy_guard.py) and turns the HTTPS protections on.
+(see core/deploy_guard.py) and turns the HTTPS protections on.
 """
 
 from __future__ import annotations
@@ -16,8 +16,8 @@ from pathlib import Path
 
 from django.core.exceptions import ImproperlyConfigured
 
-from orders_project.common.deploy_guard import secret_key_problem, webhook_secrets_problem
-from orders_project.common.env import env_bool, env_int, env_list, parse_database_url
+from core.deploy_guard import secret_key_problem, webhook_secrets_problem
+from core.env import env_bool, env_int, env_list, parse_database_url
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 
@@ -122,7 +122,8 @@ INSTALLED_APPS = [
     "django_prometheus",
     "simple_history",
     "axes",
-    "orders_project.common",
+    "core",
+    "clients",
     "orders_project.operations",
     "catalog",
     "orders",
@@ -131,12 +132,12 @@ INSTALLED_APPS = [
 ]
 
 MIDDLEWARE = [
-    "orders_project.common.request_id.RequestIdMiddleware",
+    "core.request_id.RequestIdMiddleware",
     "django_prometheus.middleware.PrometheusBeforeMiddleware",
-    "orders_project.common.problems.ProblemMiddleware",
+    "core.problems.ProblemMiddleware",
     # 400 for NUL/surrogates in the path or query, before any view builds a lookup from them.
-    "orders_project.common.input_guard.QueryInputMiddleware",
-    "orders_project.common.ratelimit.RateLimitHeadersMiddleware",
+    "core.input_guard.QueryInputMiddleware",
+    "core.ratelimit.RateLimitHeadersMiddleware",
     "django.middleware.security.SecurityMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
@@ -149,7 +150,7 @@ MIDDLEWARE = [
     # Turns a login that django-axes refused or locked into the 429 lockout page.
     "axes.middleware.AxesMiddleware",
     # django-prometheus' After middleware with a bounded `method` label (no label from input).
-    "orders_project.common.prometheus_middleware.BoundedLabelsAfterMiddleware",
+    "core.prometheus_middleware.BoundedLabelsAfterMiddleware",
 ]
 
 ROOT_URLCONF = "orders_project.urls"
@@ -227,13 +228,13 @@ SHOP_CURRENCY = os.environ.get("SHOP_CURRENCY", "USD")
 
 # How many reverse proxies of ours stand in front of gunicorn and append to
 # X-Forwarded-For (0: clients connect directly, as under `make run`; docker-compose: 1).
-# orders_project/common/client_address.py trusts the header only that far.
+# core/client_address.py trusts the header only that far.
 NUM_PROXIES = env_int("NUM_PROXIES", 0)
 
 # /metrics: comma-separated CIDRs of the Prometheus scrapers (e.g. "127.0.0.1/32,10.0.0.0/8"),
 # matched against client_ip(); and/or a token the scraper sends as "Authorization: Bearer".
 # Either one admits a scrape. With neither set, anyone may scrape locally and nobody in
-# production (orders_project/common/metrics.py).
+# production (core/metrics.py).
 METRICS_ALLOWED_NETWORKS = env_list("METRICS_ALLOWED_NETWORKS", [])
 METRICS_BEARER_TOKEN = os.environ.get("METRICS_BEARER_TOKEN", "").strip()
 for _network in METRICS_ALLOWED_NETWORKS:
@@ -258,7 +259,7 @@ API_RATE_LIMIT = os.environ.get("API_RATE_LIMIT", "600/60s")
 API_KEY_FAILURE_RATE_LIMIT = os.environ.get("API_KEY_FAILURE_RATE_LIMIT", "20/60s")
 RATE_LIMIT_KEY_PREFIX = os.environ.get("RATE_LIMIT_KEY_PREFIX", "orders:rl")
 
-# Staff logins (django-axes; orders_project/common/login_throttle.py). After
+# Staff logins (django-axes; core/login_throttle.py). After
 # LOGIN_FAILURE_LIMIT failures for one address, or for one username from any addresses,
 # within LOGIN_LOCKOUT_SECONDS, logins are refused (429) before the password hasher runs,
 # until that long after the last counted failure. State and audit live in PostgreSQL.
@@ -271,24 +272,24 @@ AXES_FAILURE_LIMIT = env_int("LOGIN_FAILURE_LIMIT", 5)
 AXES_COOLOFF_TIME = timedelta(seconds=env_int("LOGIN_LOCKOUT_SECONDS", 15 * 60))
 # Each entry locks on its own: the address, or the username from any address.
 AXES_LOCKOUT_PARAMETERS = ["ip_address", "username"]
-AXES_CLIENT_IP_CALLABLE = "orders_project.common.login_throttle.login_client_address"
-AXES_HANDLER = "orders_project.common.login_throttle.LoginThrottleHandler"
-AXES_LOCKOUT_CALLABLE = "orders_project.common.login_throttle.lockout_response"
+AXES_CLIENT_IP_CALLABLE = "core.login_throttle.login_client_address"
+AXES_HANDLER = "core.login_throttle.LoginThrottleHandler"
+AXES_LOCKOUT_CALLABLE = "core.login_throttle.lockout_response"
 AXES_RESET_ON_SUCCESS = True
 # Attempts refused during a lockout are logged, not stored, and do not extend the lock: a
 # flood of them costs one indexed read each, and the lock ends on time for the real user.
 AXES_RESET_COOL_OFF_ON_FAILURE_DURING_LOCKOUT = False
 AXES_ENABLE_ACCESS_FAILURE_LOG = True
-# orders_project/common/admin.py registers the audit read-only instead of axes' own admin.
+# core/admin.py registers the audit read-only instead of axes' own admin.
 AXES_ENABLE_ADMIN = False
 
 REST_FRAMEWORK = {
-    "DEFAULT_AUTHENTICATION_CLASSES": ["orders_project.common.auth.ApiKeyAuthentication"],
+    "DEFAULT_AUTHENTICATION_CLASSES": ["clients.authentication.ApiKeyAuthentication"],
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.AllowAny"],
-    "DEFAULT_THROTTLE_CLASSES": ["orders_project.common.ratelimit.ApiRateThrottle"],
+    "DEFAULT_THROTTLE_CLASSES": ["core.ratelimit.ApiRateThrottle"],
     "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
-    "DEFAULT_PARSER_CLASSES": ["orders_project.common.parsers.StrictJSONParser"],
-    "EXCEPTION_HANDLER": "orders_project.common.problems.problem_exception_handler",
+    "DEFAULT_PARSER_CLASSES": ["core.parsers.StrictJSONParser"],
+    "EXCEPTION_HANDLER": "core.problems.problem_exception_handler",
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
     "UNAUTHENTICATED_USER": None,
     "COERCE_DECIMAL_TO_STRING": True,
@@ -410,8 +411,8 @@ LOG_LEVEL = os.environ.get("LOG_LEVEL", "INFO")
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
-    "filters": {"request_id": {"()": "orders_project.common.request_id.RequestIdLogFilter"}},
-    "formatters": {"json": {"()": "orders_project.common.logging.JsonFormatter"}},
+    "filters": {"request_id": {"()": "core.request_id.RequestIdLogFilter"}},
+    "formatters": {"json": {"()": "core.logging.JsonFormatter"}},
     "handlers": {
         "console": {
             "class": "logging.StreamHandler",
@@ -437,7 +438,7 @@ LOGGING = {
 
 # Debug pages and error e-mails hide *_URL/*_DSN settings too (they carry passwords) and
 # mask the password of any URL they would print.
-DEFAULT_EXCEPTION_REPORTER_FILTER = "orders_project.common.debug_filter.CredentialsHidingFilter"
+DEFAULT_EXCEPTION_REPORTER_FILTER = "core.debug_filter.CredentialsHidingFilter"
 
 if not DEBUG:
     SESSION_COOKIE_HTTPONLY = True

@@ -2,8 +2,8 @@ from django.contrib import admin
 from django.urls import include, path
 from drf_spectacular.views import SpectacularAPIView, SpectacularRedocView, SpectacularSwaggerView
 
-from orders_project.common.health import healthz, readyz
-from orders_project.common.metrics import metrics_view
+from core.health import healthz, readyz
+from core.metrics import metrics_view
 from orders_project.operations.views import operations_dashboard
 
 urlpatterns = [
@@ -23,7 +23,7 @@ urlpatterns = [
     path(
         "api/redoc/",
         # Our template drops drf-spectacular's Google Fonts links: docs work offline.
-        SpectacularRedocView.as_view(url_name="schema", template_name="common/redoc.html"),
+        SpectacularRedocView.as_view(url_name="schema", template_name="core/redoc.html"),
         name="redoc",
     ),
     path("healthz", healthz, name="healthz"),
@@ -31,7 +31,7 @@ urlpatterns = [
     path("metrics", metrics_view, name="metrics"),
 ]
 
-handler400 = "orders_project.common.problems.handler400"
-handler403 = "orders_project.common.problems.handler403"
-handler404 = "orders_project.common.problems.handler404"
-handler500 = "orders_project.common.problems.handler500"
+handler400 = "core.problems.handler400"
+handler403 = "core.problems.handler403"
+handler404 = "core.problems.handler404"
+handler500 = "core.problems.handler500"

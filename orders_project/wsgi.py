@@ -9,6 +9,6 @@ os.environ.setdefault("DJANGO_SETTINGS_MODULE", "orders_project.settings")
 # Django first (it sets up settings); the wrapper reads chunked request bodies for it.
 _django_application = get_wsgi_application()
 
-from orders_project.common.wsgi_body import ChunkedBodyMiddleware  # noqa: E402
+from core.wsgi_body import ChunkedBodyMiddleware  # noqa: E402
 
 application = ChunkedBodyMiddleware(_django_application)

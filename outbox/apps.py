@@ -7,7 +7,7 @@ class OutboxConfig(AppConfig):
     default_auto_field = "django.db.models.BigAutoField"
 
     def ready(self) -> None:
-        from orders_project.common.metrics import register_scrape_time_collector
+        from core.metrics import register_scrape_time_collector
         from outbox.collectors import OutboxCollector
 
         register_scrape_time_collector(OutboxCollector())

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from django.conf import settings
 
-from orders_project.common.nudge import nudge_on_commit
+from core.nudge import nudge_on_commit
 
 RELAY_TASK = "outbox.tasks.relay_outbox"
 

@@ -11,8 +11,7 @@ from uuid import UUID
 from django.db import transaction
 from django.utils import timezone
 
-from orders_project.common.request_id import current_request_id
-from outbox.handlers import outbox_dispatch
+from core.request_id import current_request_id
 from outbox.models import OutboxEvent, OutboxStatus
 from outbox.nudge import relay_nudge_on_commit
 
@@ -33,11 +32,11 @@ def outbox_enqueue(*, event: EventEnvelope) -> OutboxEvent:
 
     Precondition: called inside transaction.atomic(), with `event.version` assigned under
     the aggregate's row lock (the unique constraint on aggregate+version backs that up).
+    Runs no subscriber: the emitter calls `outbox.subscribers.dispatch_in_transaction`.
     """
     if not transaction.get_connection().in_atomic_block:
         raise RuntimeError("outbox_enqueue must run inside the transaction of the change")
     relay_nudge_on_commit()
-    outbox_dispatch(event)
     return OutboxEvent.objects.create(
         type=event.type,
         aggregate_type=event.aggregate_type,

@@ -7,7 +7,7 @@ from datetime import timedelta
 from celery import shared_task
 from django.conf import settings
 
-from orders_project.common.nudge import nudge_clear
+from core.nudge import nudge_clear
 from outbox.nudge import RELAY_TASK
 from outbox.relay import relay_until_idle
 from outbox.services import outbox_purge_published

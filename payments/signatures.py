@@ -14,7 +14,7 @@ import re
 import time
 from collections.abc import Mapping, Sequence
 
-from orders_project.common.problems import DomainError
+from core.problems import DomainError
 
 _TIMESTAMP = re.compile(r"[0-9]{1,12}")
 

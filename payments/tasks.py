@@ -5,7 +5,7 @@ import time
 from celery import shared_task
 from django.conf import settings
 
-from orders_project.common.nudge import nudge_clear
+from core.nudge import nudge_clear
 from payments.nudge import STEPS_TASK
 from payments.services import payment_steps_run, webhook_retry_waiting
 

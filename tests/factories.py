@@ -6,8 +6,8 @@ import itertools
 from decimal import Decimal
 
 from catalog.models import Product
-from orders.models import ApiClient
-from orders.services import api_client_create
+from clients.models import ApiClient
+from clients.services import api_client_create
 
 _sequence = itertools.count(1)
 

@@ -8,8 +8,8 @@ from rest_framework.generics import ListAPIView, RetrieveAPIView
 
 from catalog.api.serializers import ProductOutputSerializer
 from catalog.selectors import product_get_active, product_list_active
-from orders_project.common.openapi import page_size_parameter, problem_responses
-from orders_project.common.pagination import CreatedCursorPagination
+from core.openapi import page_size_parameter, problem_responses
+from core.pagination import CreatedCursorPagination
 
 SEARCH_MAX_LENGTH = 100
 

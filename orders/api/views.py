@@ -12,6 +12,10 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from catalog.errors import InsufficientStock, ProductUnavailable
+from clients.authentication import HasApiKey
+from core.openapi import page_size_parameter, problem_responses
+from core.pagination import NewestFirstCursorPagination
+from core.ratelimit import rate_limit_enforce
 from orders import metrics
 from orders.api.serializers import (
     OrderCreateInputSerializer,
@@ -31,10 +35,6 @@ from orders.idempotency import (
 from orders.models import CancelReason
 from orders.selectors import order_get_for_client, order_list_for_client
 from orders.services import OrderLine, order_cancel, order_create
-from orders_project.common.auth import HasApiKey
-from orders_project.common.openapi import page_size_parameter, problem_responses
-from orders_project.common.pagination import NewestFirstCursorPagination
-from orders_project.common.ratelimit import rate_limit_enforce
 
 IDEMPOTENCY_HEADER = "Idempotency-Key"
 REPLAYED_HEADER = "Idempotent-Replayed"

@@ -15,8 +15,8 @@ from rest_framework.parsers import BaseParser
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from orders_project.common.openapi import problem_responses
-from orders_project.common.problems import DomainError
+from core.openapi import problem_responses
+from core.problems import DomainError
 from payments import metrics
 from payments.services import webhook_receive
 from payments.signatures import WebhookMalformed, webhook_verify

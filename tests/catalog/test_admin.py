@@ -430,7 +430,7 @@ def test_superuser_sees_everything_but_cannot_delete_products():
 def test_catalog_managers_cannot_manage_api_clients(manager_client):
     # given a catalog manager
     # when they open the API clients list
-    response = manager_client.get(reverse("admin:orders_apiclient_changelist"))
+    response = manager_client.get(reverse("admin:clients_apiclient_changelist"))
 
     # then they are refused: that is another group's job
     assert response.status_code == 403

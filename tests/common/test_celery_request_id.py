@@ -4,8 +4,8 @@ real worker while building this; here the two signal handlers are exercised dire
 
 from __future__ import annotations
 
+from core.request_id import current_request_id, reset_request_id, set_request_id
 from orders_project.celery import _bind_request_id, _send_request_id, _unbind_request_id
-from orders_project.common.request_id import current_request_id, reset_request_id, set_request_id
 from outbox.tasks import relay_outbox
 
 

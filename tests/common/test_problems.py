@@ -231,9 +231,9 @@ def test_unhandled_exception_is_500_problem_in_every_mode(client, settings, debu
 
 def test_unhandled_exception_is_logged_with_its_traceback(client, caplog):
     # the client sees nothing, so the operator must see everything
-    with caplog.at_level("ERROR", logger="orders_project.common.problems"):
+    with caplog.at_level("ERROR", logger="core.problems"):
         client.get("/probe/boom/")
-    records = [r for r in caplog.records if r.name == "orders_project.common.problems"]
+    records = [r for r in caplog.records if r.name == "core.problems"]
     assert len(records) == 1
     assert records[0].exc_info and records[0].exc_info[0] is RuntimeError
 
@@ -252,7 +252,7 @@ def test_database_unavailable_is_503_problem_with_retry_after(error_class):
     from django import db
     from django.test import RequestFactory
 
-    from orders_project.common.problems import ProblemMiddleware
+    from core.problems import ProblemMiddleware
 
     request = RequestFactory().post("/api/v1/orders/")
     middleware = ProblemMiddleware(lambda r: None)

@@ -9,8 +9,8 @@ import re
 import pytest
 from django.test import Client
 
-from orders_project.common.logging import JsonFormatter
-from orders_project.common.request_id import RequestIdLogFilter
+from core.logging import JsonFormatter
+from core.request_id import RequestIdLogFilter
 
 GENERATED = re.compile(r"[0-9a-f]{32}")
 

@@ -22,7 +22,7 @@ from rest_framework.response import Response
 from rest_framework.throttling import SimpleRateThrottle
 from rest_framework.views import APIView
 
-from orders_project.common.auth import HasApiKey
+from clients.authentication import HasApiKey
 from orders_project.urls import handler400, handler403, handler404, handler500  # noqa: F401
 from orders_project.urls import urlpatterns as project_urlpatterns
 

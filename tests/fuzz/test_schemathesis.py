@@ -39,9 +39,9 @@ from django.conf import settings
 from django.core.wsgi import get_wsgi_application
 from django.test import Client
 
+from core.problems import PROBLEM_CONTENT_TYPE
 from orders.models import CancelReason, Order, OrderStatus
 from orders.services import OrderLine, order_cancel, order_create, order_mark_paid
-from orders_project.common.problems import PROBLEM_CONTENT_TYPE
 from payments.signatures import webhook_sign
 from tests.factories import make_api_client, make_product
 from tests.fuzz.summary import ARTIFACTS

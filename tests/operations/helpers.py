@@ -10,7 +10,8 @@ from decimal import Decimal
 
 from django.utils import timezone
 
-from orders.models import ApiClient, CancelReason, Order
+from clients.models import ApiClient
+from orders.models import CancelReason, Order
 from orders.services import OrderLine, order_cancel, order_create, order_mark_paid
 from outbox.models import OutboxEvent, OutboxStatus
 from tests.factories import make_api_client, make_product

@@ -13,9 +13,9 @@ from django.conf import settings as django_settings
 from django.test import override_settings
 from prometheus_client import REGISTRY
 
+from core import ratelimit
+from core.ratelimit import rate_limit_hit
 from orders.models import IdempotencyRecord, Order
-from orders_project.common import ratelimit
-from orders_project.common.ratelimit import rate_limit_hit
 from tests.common.helpers import assert_problem, free_port
 from tests.factories import make_product
 from tests.orders.helpers import (

@@ -7,7 +7,7 @@ garbage ordering and page numbers, search terms with NUL, % and 10k characters,
 `_changelist_filters`/`e=`/`_to_field` garbage), one object's change, history and delete
 pages with the same, garbage object ids in paths, the operations page and the autocomplete
 endpoint. Every answer must be below 500; NUL and other characters PostgreSQL text cannot
-hold are refused up front with 400 (orders_project/common/input_guard.py).
+hold are refused up front with 400 (core/input_guard.py).
 """
 
 from __future__ import annotations

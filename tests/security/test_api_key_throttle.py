@@ -20,7 +20,7 @@ from django.test import override_settings
 from django.test.utils import CaptureQueriesContext
 from rest_framework.test import APIClient
 
-from orders_project.common import ratelimit
+from core import ratelimit
 from tests.common.helpers import assert_problem, free_port
 from tests.factories import make_api_client
 from tests.orders.helpers import ORDERS_URL, wait_until

@@ -14,8 +14,8 @@ import pytest
 from django.test import RequestFactory, override_settings
 from rest_framework.test import APIClient
 
-from orders_project.common import ratelimit
-from orders_project.common.client_address import client_ip, client_throttle_key
+from core import ratelimit
+from core.client_address import client_ip, client_throttle_key
 from tests.common.helpers import assert_problem
 
 PRODUCTS_URL = "/api/v1/products/"

@@ -113,7 +113,7 @@ def test_thirty_wrong_passwords_lock_the_address_and_the_right_one_is_refused(ha
     before = hasher_calls()
 
     # when 30 wrong passwords arrive in a row, each with a made-up X-Forwarded-For
-    with caplog.at_level(logging.WARNING, logger="orders_project.common.login_throttle"):
+    with caplog.at_level(logging.WARNING, logger="core.login_throttle"):
         responses = [
             login("alice", f"guess-{n}", address=address, forwarded=fresh_address())
             for n in range(30)

@@ -29,7 +29,7 @@ import pytest
 from django.test import Client
 from prometheus_client.parser import text_string_to_metric_families
 
-from orders_project.common.prometheus_middleware import KNOWN_METHODS, OTHER_METHOD
+from core.prometheus_middleware import KNOWN_METHODS, OTHER_METHOD
 from tests.factories import make_api_client, make_product
 
 pytestmark = pytest.mark.django_db

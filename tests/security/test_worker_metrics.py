@@ -2,7 +2,7 @@
 
 In docker-compose each container has its own PROMETHEUS_MULTIPROC_DIR, so web's /metrics
 never sees what the worker counts (relay, saga). With METRICS_PORT set, the worker and beat
-serve their own samples (orders_project/common/metrics_exporter.py). Here a real prefork
+serve their own samples (core/metrics_exporter.py). Here a real prefork
 worker (two pool children, which count the relayed events in their own files) and a real
 beat run as subprocesses against the test database and a private Redis; the worker's
 exporter, in its main process, must show what the children counted.
@@ -17,7 +17,7 @@ import pytest
 import requests
 from django.db import connection
 
-from orders_project.common import metrics_exporter
+from core import metrics_exporter
 from scripts.processes import (
     beat_command,
     database_url,

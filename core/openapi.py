@@ -1,20 +1,17 @@
-"""OpenAPI pieces shared by every API view: the problem+json schema and the API key scheme.
+"""OpenAPI pieces shared by every API view: the problem+json schema and page sizes.
 
-Imported from CommonConfig.ready() so that drf-spectacular knows the X-API-Key scheme
-(without it, any view using ApiKeyAuthentication makes `spectacular --fail-on-warn` fail).
+(The X-API-Key security scheme is the clients app's: clients/authentication.py.)
 """
 
 from __future__ import annotations
 
 from http import HTTPStatus
 
-from drf_spectacular.extensions import OpenApiAuthenticationExtension
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse
 from rest_framework import serializers
 
-from orders_project.common.auth import API_KEY_HEADER
-from orders_project.common.pagination import MAX_PAGE_SIZE, StrictCursorPagination
-from orders_project.common.problems import PROBLEM_CONTENT_TYPE
+from core.pagination import MAX_PAGE_SIZE, StrictCursorPagination
+from core.problems import PROBLEM_CONTENT_TYPE
 
 
 class ProblemFieldErrorSerializer(serializers.Serializer):
@@ -57,11 +54,3 @@ def page_size_parameter() -> OpenApiParameter:
         {"type": "integer", "minimum": 1, "maximum": MAX_PAGE_SIZE},
         description=f"1–{MAX_PAGE_SIZE}, default {StrictCursorPagination.page_size}.",
     )
-
-
-class ApiKeyAuthenticationScheme(OpenApiAuthenticationExtension):
-    target_class = "orders_project.common.auth.ApiKeyAuthentication"
-    name = "ApiKeyAuth"
-
-    def get_security_definition(self, auto_schema):
-        return {"type": "apiKey", "in": "header", "name": API_KEY_HEADER}

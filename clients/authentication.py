@@ -11,9 +11,9 @@ from __future__ import annotations
 from django.conf import settings
 from rest_framework import authentication, exceptions, permissions
 
-from orders.selectors import api_client_get_by_key
-from orders_project.common.client_address import client_throttle_key
-from orders_project.common.ratelimit import (
+from clients.selectors import api_client_get_by_key
+from core.client_address import client_throttle_key
+from core.ratelimit import (
     RateLimited,
     attach_rate_limit_headers,
     rate_limit_hit,

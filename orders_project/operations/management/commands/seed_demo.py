@@ -12,8 +12,8 @@ from django.core.management import call_command
 from django.core.management.base import BaseCommand, CommandError
 
 from catalog.models import Product
-from orders.models import ApiClient
-from orders.services import api_client_create, api_client_rotate_key
+from clients.models import ApiClient
+from clients.services import api_client_create, api_client_rotate_key
 
 DEMO_PRODUCTS = [
     ("MUG-001", "Enamel mug", "12.50", 40),

@@ -18,6 +18,7 @@ import threading
 import time
 from functools import partial
 
+from celery import current_app
 from django.conf import settings
 from django.db import transaction
 from django_redis import get_redis_connection
@@ -56,9 +57,9 @@ def _nudge(task_name: str) -> None:
             _flag_key(task_name), "1", nx=True, px=_FLAG_TTL_MS
         ):
             return  # one is already waiting in the queue
-        from orders_project.celery import app
-
-        app.send_task(task_name, retry=False, expires=10)
+        # The process's Celery app (the wiring makes it current on import), by name: the
+        # ground floor never imports the wiring.
+        current_app.send_task(task_name, retry=False, expires=10)
     except Exception as exc:
         with _lock:
             _quiet_until = time.monotonic() + _QUIET_AFTER_FAILURE_SECONDS

@@ -25,7 +25,7 @@ from typing import Any
 
 from django.conf import settings
 
-from orders_project.common.problems import PROBLEM_CONTENT_TYPE, problem_body
+from core.problems import PROBLEM_CONTENT_TYPE, problem_body
 
 _READ_STEP = 64 * 1024
 

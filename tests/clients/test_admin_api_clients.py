@@ -13,22 +13,22 @@ from rest_framework.exceptions import AuthenticationFailed
 from rest_framework.request import Request
 from rest_framework.test import APIRequestFactory
 
-from orders.api_keys import api_key_hash
-from orders.models import ApiClient
-from orders.selectors import api_client_get_by_key
-from orders_project.common.auth import ApiKeyAuthentication
+from clients.authentication import ApiKeyAuthentication
+from clients.keys import api_key_hash
+from clients.models import ApiClient
+from clients.selectors import api_client_get_by_key
 from tests.admin_helpers import logged_in, make_staff
 from tests.factories import make_api_client
 
 pytestmark = pytest.mark.django_db
 
-CHANGELIST = reverse("admin:orders_apiclient_changelist")
-ADD = reverse("admin:orders_apiclient_add")
+CHANGELIST = reverse("admin:clients_apiclient_changelist")
+ADD = reverse("admin:clients_apiclient_add")
 KEY_PATTERN = re.compile(r"ok_[0-9a-f]{8}_[A-Za-z0-9_-]{43}")
 
 
 def change_url(client: ApiClient) -> str:
-    return reverse("admin:orders_apiclient_change", args=[client.pk])
+    return reverse("admin:clients_apiclient_change", args=[client.pk])
 
 
 def authenticate(key: str) -> ApiClient:
@@ -203,4 +203,4 @@ def test_only_api_client_managers_and_superusers_manage_clients():
     # and a superuser can, but nobody can delete a client (orders belong to it)
     assert root.get(CHANGELIST).status_code == 200
     assert root.get(ADD).status_code == 200
-    assert root.get(reverse("admin:orders_apiclient_delete", args=[client.pk])).status_code == 403
+    assert root.get(reverse("admin:clients_apiclient_delete", args=[client.pk])).status_code == 403

@@ -9,7 +9,7 @@ from django.db.migrations.executor import MigrationExecutor
 from django.http import HttpRequest, JsonResponse
 from django.views.decorators.http import require_safe
 
-from orders_project.common.problems import problem_response
+from core.problems import problem_response
 
 
 @require_safe  # GET and HEAD: probes and uptime checkers use either

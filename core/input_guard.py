@@ -32,7 +32,7 @@ from django.db import DataError
 from django.http import HttpRequest, HttpResponse, HttpResponseBadRequest
 from django.utils.html import escape
 
-from orders_project.common.problems import HTML_PREFIXES, problem_response
+from core.problems import HTML_PREFIXES, problem_response
 
 logger = logging.getLogger(__name__)
 

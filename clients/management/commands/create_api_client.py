@@ -3,7 +3,7 @@
 from django.core.management.base import BaseCommand, CommandError
 from django.db import IntegrityError, transaction
 
-from orders.services import api_client_create
+from clients.services import api_client_create
 
 
 class Command(BaseCommand):

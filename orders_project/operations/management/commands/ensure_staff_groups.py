@@ -19,9 +19,9 @@ STAFF_GROUPS: dict[str, list[str]] = {
         "catalog.view_historicalproduct",
     ],
     "API client managers": [
-        "orders.view_apiclient",
-        "orders.add_apiclient",
-        "orders.change_apiclient",
+        "clients.view_apiclient",
+        "clients.add_apiclient",
+        "clients.change_apiclient",
     ],
     # The operations page, and the outbox list its lag and dead-letter figures link to.
     # Not the login audit (axes' AccessAttempt/AccessFailureLog/AccessLog): it names staff

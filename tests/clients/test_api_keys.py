@@ -12,8 +12,8 @@ import pytest
 from django.core.management import CommandError, call_command
 from django.db import connection
 
-from orders.models import ApiClient
-from orders.services import api_client_revoke, api_client_rotate_key
+from clients.models import ApiClient
+from clients.services import api_client_revoke, api_client_rotate_key
 from tests.common.helpers import assert_problem
 from tests.factories import make_api_client
 

@@ -29,7 +29,7 @@ from django.http import HttpRequest, HttpResponse
 from django.shortcuts import render
 from django.utils import timezone
 
-from orders_project.common.client_address import UNKNOWN, client_throttle_key
+from core.client_address import UNKNOWN, client_throttle_key
 
 logger = logging.getLogger(__name__)
 

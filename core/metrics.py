@@ -24,7 +24,7 @@ from django.http import HttpRequest, HttpResponse
 from django.views.decorators.http import require_GET
 from prometheus_client import multiprocess
 
-from orders_project.common.client_address import client_ip
+from core.client_address import client_ip
 
 _scrape_time_collectors: list = []
 

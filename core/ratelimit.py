@@ -26,8 +26,8 @@ from prometheus_client import Counter
 from rest_framework.exceptions import Throttled
 from rest_framework.throttling import BaseThrottle
 
-from orders_project.common.client_address import client_throttle_key
-from orders_project.common.env import parse_rate
+from core.client_address import client_throttle_key
+from core.env import parse_rate
 
 logger = logging.getLogger(__name__)
 
