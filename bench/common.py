@@ -26,7 +26,8 @@ from scripts.processes import PYTHON
 
 BENCH_DIR = Path(__file__).resolve().parent
 ROOT = BENCH_DIR.parent
-RESULTS_DIR = BENCH_DIR / "results"
+# $BENCH_RESULTS_DIR sends a run's results elsewhere (the smoke tests use a temporary one).
+RESULTS_DIR = Path(os.environ.get("BENCH_RESULTS_DIR") or BENCH_DIR / "results").resolve()
 DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
 # Rate limits raised far above anything a run reaches, keeping the production window shape.
 RAISED_RATE = "1000000000/60s"
@@ -78,6 +79,11 @@ def git_revision() -> str:
 def utc_stamp() -> str:
     """The run's timestamp as it appears in result file names: 20260101T120000Z."""
     return dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%SZ")
+
+
+def shown_path(path: Path) -> str:
+    """path relative to the repository when inside it (as the README quotes them), else whole."""
+    return str(path.relative_to(ROOT)) if path.is_relative_to(ROOT) else str(path)
 
 
 def write_json(path: Path, data: object, *, default: Callable | None = None) -> None:

@@ -48,6 +48,7 @@ from bench.common import (  # noqa: E402 - after the path set-up
     git_revision,
     machine_busy_seconds,
     make_log,
+    shown_path,
     utc_stamp,
     write_json,
 )
@@ -535,12 +536,15 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     stamp = utc_stamp()
-    RESULTS_DIR.mkdir(exist_ok=True)
+    RESULTS_DIR.mkdir(parents=True, exist_ok=True)
     db = DbUrl.parse(args.database_url, default_name="orders_bench")
-    pgbench, pgbench_origin = find_pgbench()
-    pgbench_version = subprocess.run(
-        [pgbench, "--version"], capture_output=True, text=True, check=False
-    ).stdout.strip()
+    # Without pgbench the service half still runs (--skip-pgbench needs no pgbench at all).
+    pgbench, pgbench_origin, pgbench_version = "", "", ""
+    if not args.skip_pgbench:
+        pgbench, pgbench_origin = find_pgbench()
+        pgbench_version = subprocess.run(
+            [pgbench, "--version"], capture_output=True, text=True, check=False
+        ).stdout.strip()
     run_tag = secrets.token_hex(4)
 
     env = os.environ | {
@@ -568,7 +572,9 @@ def main(argv: list[str] | None = None) -> int:
         "duration_s": args.duration,
         "warmup_s": args.warmup,
         "database": f"{db.host}:{db.port}/{db.name}",
-        "pgbench": f"{pgbench} ({pgbench_origin}; {pgbench_version})",
+        "pgbench": (
+            f"{pgbench} ({pgbench_origin}; {pgbench_version})" if pgbench else "--skip-pgbench"
+        ),
         "python": platform.python_version(),
         "git": git_revision(),
         "load_average_at_start": os.getloadavg(),
@@ -664,9 +670,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     out_path = RESULTS_DIR / f"orders-{stamp}.json"
     write_json(out_path, {"header": header, "rows": rows})
-    print(
-        f"results: {out_path.relative_to(ROOT)}  gunicorn log: {service.log_path.relative_to(ROOT)}"
-    )
+    print(f"results: {shown_path(out_path)}  gunicorn log: {shown_path(service.log_path)}")
     return 0
 
 

@@ -17,10 +17,10 @@ ON CONFLICT (client_id, key) DO NOTHING
 RETURNING id AS record_id, claim_token \gset
 INSERT INTO orders_order
     (id, client_id, email, status, cancel_reason, total, currency, created_at, updated_at,
-     paid_at, cancelled_at, expires_at, event_version, payment_status, provider_payment_id)
+     paid_at, cancelled_at, expires_at, event_version)
 VALUES (gen_random_uuid(), ':client_id', 'pgb-' || gen_random_uuid() || '@example.com',
         'pending_payment', '', :price1, 'USD', now(), now(), NULL, NULL,
-        now() + interval '15 minutes', 1, '', '')
+        now() + interval '15 minutes', 1)
 RETURNING id AS order_id, email \gset
 INSERT INTO orders_orderitem
     (id, order_id, product_id, sku, name, unit_price, quantity, line_total)

@@ -64,6 +64,7 @@ from bench.common import (  # noqa: E402 - after the path set-up
     machine_busy_seconds,
     make_log,
     manage,
+    shown_path,
     utc_stamp,
     write_json,
 )
@@ -245,20 +246,20 @@ def explain_claim(db: DbUrl, batch_size: int) -> dict:
     """EXPLAIN ANALYZE of the relay's claim statement on the current table, rolled back."""
     import psycopg
 
-    from outbox.relay import _CLAIM_SQL
+    from outbox.locks import OUTBOX_WORK
 
-    params = {"limit": batch_size, "token": uuid.uuid4(), "lease": 60}
+    claim_sql, params = OUTBOX_WORK.claim_statement(limit=batch_size, token=uuid.uuid4())
     with db.connect(autocommit=False) as conn:
         cur = psycopg.ClientCursor(conn)
         timings = []
         plan = ""
         for _ in range(3):
             started = time.perf_counter()
-            cur.execute(_CLAIM_SQL, params)
+            cur.execute(claim_sql, params)
             claimed = len(cur.fetchall())
             timings.append((time.perf_counter() - started) * 1000)
             conn.rollback()
-        cur.execute("EXPLAIN (ANALYZE, BUFFERS) " + _CLAIM_SQL, params)
+        cur.execute("EXPLAIN (ANALYZE, BUFFERS) " + claim_sql, params)
         plan = "\n".join(row[0] for row in cur.fetchall())
         conn.rollback()
     return {"claimed": claimed, "ms": [round(t, 1) for t in timings], "plan": plan}
@@ -780,7 +781,7 @@ def drive_with_orders_bench(run: Run, env: dict[str, str], stream: str) -> dict:
             with contextlib.suppress(OSError, ValueError, KeyError, IndexError):
                 service = json.loads(path.read_text())["rows"][0]["service"]
                 load |= {
-                    "orders_json": str(path.relative_to(ROOT)),
+                    "orders_json": shown_path(path),
                     "orders_per_s": round(service["orders_per_s"], 1),
                     "p50_ms": service["p50_ms"],
                     "p99_ms": service["p99_ms"],
@@ -1022,7 +1023,7 @@ def main(argv: list[str] | None = None) -> int:
     cores = core_count()
     stamp = utc_stamp()
     tag = secrets.token_hex(4)
-    RESULTS_DIR.mkdir(exist_ok=True)
+    RESULTS_DIR.mkdir(parents=True, exist_ok=True)
     log_dir = RESULTS_DIR / f"relay-{stamp}-logs"
     log_dir.mkdir()
     db = DbUrl.parse(args.database_url, default_name="orders_relay_bench")
@@ -1107,7 +1108,7 @@ def main(argv: list[str] | None = None) -> int:
     write_json(out_path, result, default=str)
     print(
         f"\n{cores} cores; ratio = relay first→last entry events/s ÷ raw pipelined XADD/s. "
-        f"results: {out_path.relative_to(ROOT)}  logs: {log_dir.relative_to(ROOT)}/"
+        f"results: {shown_path(out_path)}  logs: {shown_path(log_dir)}/"
     )
     return code
 

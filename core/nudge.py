@@ -8,14 +8,13 @@ would outgrow the workers, and (with task expiry) the relay would starve. Hence:
 - at most one nudge per task waits in the queue, across all processes: a Redis flag taken
   with SET NX PX before sending, cleared by the task when it starts (`nudge_clear`), and
   expiring by itself should the message be lost;
-- per process, a failed send (broker down) silences nudges for a few seconds.
+- per process, a failed send (broker down) opens a breaker that silences nudges for a few
+  seconds.
 """
 
 from __future__ import annotations
 
 import logging
-import threading
-import time
 from functools import partial
 
 from celery import current_app
@@ -23,12 +22,13 @@ from django.conf import settings
 from django.db import transaction
 from django_redis import get_redis_connection
 
+from core.breaker import Breaker
+
 logger = logging.getLogger(__name__)
 
 _FLAG_TTL_MS = 2000
 _QUIET_AFTER_FAILURE_SECONDS = 5.0
-_lock = threading.Lock()
-_quiet_until = 0.0
+broker_breaker = Breaker(cooldown=lambda: _QUIET_AFTER_FAILURE_SECONDS)
 
 
 def _flag_key(task_name: str) -> str:
@@ -49,8 +49,7 @@ def nudge_clear(task_name: str) -> None:
 
 
 def _nudge(task_name: str) -> None:
-    global _quiet_until
-    if time.monotonic() < _quiet_until:
+    if broker_breaker.is_open:
         return
     try:
         if not get_redis_connection("default").set(
@@ -61,8 +60,7 @@ def _nudge(task_name: str) -> None:
         # ground floor never imports the wiring.
         current_app.send_task(task_name, retry=False, expires=10)
     except Exception as exc:
-        with _lock:
-            _quiet_until = time.monotonic() + _QUIET_AFTER_FAILURE_SECONDS
+        broker_breaker.trip()
         logger.warning(
             "could not nudge a task", extra={"task": task_name, "error": type(exc).__name__}
         )

@@ -1,17 +1,19 @@
 """Every error the service returns is RFC 9457 problem+json with a stable `code`.
 
-Three places feed this module and nothing else shapes errors:
+`problem_for` is the one function that turns an exception (or a bare error status) into a
+problem; everything that answers with an error calls it:
 - `DomainError` subclasses, raised by services, each carrying its status and code;
 - `problem_exception_handler`, DRF's single exception hook;
 - `ProblemMiddleware`, which catches what escapes DRF (unknown URLs, oversized bodies,
   unhandled exceptions, Django's own 4xx responses) so that no HTML page or stack trace
-  ever reaches an API client, whatever DEBUG says.
+  ever reaches an API client, whatever DEBUG says;
+- Django's handler400/403/404/500, and the idempotency store's stored refusals.
 """
 
 from __future__ import annotations
 
-import json
 import logging
+from dataclasses import dataclass, field
 from http import HTTPStatus
 from typing import Any
 
@@ -20,6 +22,7 @@ from django.core.exceptions import PermissionDenied, RequestDataTooBig, Suspicio
 from django.db import InterfaceError, OperationalError
 from django.http import Http404, HttpRequest, HttpResponse
 from rest_framework import exceptions as drf_exceptions
+from rest_framework.renderers import JSONRenderer
 from rest_framework.response import Response
 from rest_framework.settings import api_settings
 from rest_framework.views import set_rollback
@@ -71,6 +74,34 @@ def problem_body(
     return body
 
 
+@dataclass(frozen=True)
+class Problem:
+    """An error as the client gets it: the problem+json body and the headers that go with it."""
+
+    body: dict[str, Any]
+    headers: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def status(self) -> int:
+        return self.body["status"]
+
+
+def problem_bytes(problem: Problem) -> bytes:
+    """The body as DRF renders every API response, so a stored or middleware-made problem is
+    byte for byte what the exception handler would have sent."""
+    return JSONRenderer().render(problem.body)
+
+
+def problem_http_response(problem: Problem) -> HttpResponse:
+    """A plain Django response, for code outside DRF (middleware, Django's handlers)."""
+    response = HttpResponse(
+        problem_bytes(problem), status=problem.status, content_type=PROBLEM_CONTENT_TYPE
+    )
+    for name, value in problem.headers.items():
+        response[name] = value
+    return response
+
+
 def problem_response(
     *,
     status: int,
@@ -80,14 +111,9 @@ def problem_response(
     headers: dict[str, str] | None = None,
     **extra: Any,
 ) -> HttpResponse:
-    """A plain Django response, for code outside DRF (middleware, health views)."""
+    """A problem its caller describes itself (health checks, input guards): no exception."""
     body = problem_body(status=status, code=code, title=title, detail=detail, **extra)
-    response = HttpResponse(
-        json.dumps(body, separators=(",", ":")), status=status, content_type=PROBLEM_CONTENT_TYPE
-    )
-    for name, value in (headers or {}).items():
-        response[name] = value
-    return response
+    return problem_http_response(Problem(body, dict(headers or {})))
 
 
 _STATUSES = {status.value for status in HTTPStatus}
@@ -135,7 +161,48 @@ def flatten_validation_errors(detail: Any, prefix: str = "") -> list[dict[str, s
     return errors
 
 
-def _drf_problem(exc: drf_exceptions.APIException) -> tuple[dict[str, Any], dict[str, str]]:
+def problem_for(error: BaseException | int) -> Problem:
+    """The one place that turns an exception, or a bare error status, into a problem.
+
+    Every error answer comes from here: DRF's exception handler, ProblemMiddleware (what
+    escapes DRF, and Django's own 4xx responses), Django's handler400/403/404/500, and the
+    idempotency store (a stored refusal is replayed byte for byte). An exception this
+    module does not know is an internal error: its text never reaches the client.
+    """
+    if isinstance(error, int):
+        return Problem(problem_body(status=error, code=_status_code(error)))
+    if isinstance(error, DomainError):
+        body = problem_body(
+            status=error.status,
+            code=error.code,
+            title=error.title,
+            detail=error.detail,
+            **error.extra,
+        )
+        return Problem(body, dict(getattr(error, "headers", None) or {}))
+    if isinstance(error, drf_exceptions.APIException):
+        return _drf_problem(error)
+    return _django_problem(error)
+
+
+# A bare status (Django's own 4xx page rewritten, a plain 400): its title is the phrase.
+_STATUS_CODES = {
+    400: "bad_request",
+    401: "not_authenticated",
+    403: "permission_denied",
+    404: "not_found",
+    405: "method_not_allowed",
+    413: "payload_too_large",
+    415: "unsupported_media_type",
+    429: "rate_limited",
+}
+
+
+def _status_code(status: int) -> str:
+    return _STATUS_CODES.get(status, "internal_error" if status >= 500 else "error")
+
+
+def _drf_problem(exc: drf_exceptions.APIException) -> Problem:
     # An APIException we have no entry for keeps its own stable default_code.
     code = str(getattr(exc, "default_code", "") or "error")
     title = HTTPStatus(exc.status_code).phrase if exc.status_code in _STATUSES else "Error"
@@ -158,77 +225,69 @@ def _drf_problem(exc: drf_exceptions.APIException) -> tuple[dict[str, Any], dict
         wait: float | None = exc.wait  # type: ignore[attr-defined]
         if wait is not None:
             headers["Retry-After"] = str(max(1, int(wait + 0.999)))
+    # APIView sets auth_header from the view's first authenticator (and turns the 401 into a
+    # 403 when the view has none), so the challenge always matches the view.
+    auth_header = getattr(exc, "auth_header", None)
+    if auth_header and exc.status_code == 401:
+        headers["WWW-Authenticate"] = auth_header
     body = problem_body(status=exc.status_code, code=code, title=title, detail=detail, **extra)
-    return body, headers
+    return Problem(body, headers)
+
+
+_DATABASE_ERRORS = (OperationalError, InterfaceError)
+
+
+def _django_problem(error: BaseException) -> Problem:
+    if isinstance(error, Http404):
+        return Problem(problem_body(status=404, code="not_found", title="Not found"))
+    if isinstance(error, PermissionDenied):
+        return Problem(
+            problem_body(status=403, code="permission_denied", title="Permission denied")
+        )
+    if isinstance(error, RequestDataTooBig):  # before SuspiciousOperation, its base class
+        detail = f"Request bodies are limited to {settings.MAX_REQUEST_BODY_BYTES} bytes."
+        body = problem_body(
+            status=413, code="payload_too_large", title="Request body too large", detail=detail
+        )
+        return Problem(body)
+    if isinstance(error, SuspiciousOperation):
+        return Problem(problem_body(status=400, code="bad_request", title="Bad request"))
+    if isinstance(error, _DATABASE_ERRORS):
+        # Connection refused or lost, server restarting, deadlock or lock timeout: transient,
+        # and the transaction rolled back, so the client may retry the same request (same key).
+        detail = "The database is unavailable for a moment; the request changed nothing. Retry."
+        body = problem_body(
+            status=503, code="service_unavailable", title="Service unavailable", detail=detail
+        )
+        return Problem(body, {"Retry-After": "1"})
+    detail = "Something went wrong on our side; the request changed nothing. Retry later."
+    return Problem(
+        problem_body(
+            status=500, code="internal_error", title="Internal server error", detail=detail
+        )
+    )
+
+
+# What DRF's handler answers itself. Anything else escapes the view to ProblemMiddleware,
+# which answers it through problem_for too, and logs it (a database outage or a bug).
+_ANSWERED_IN_DRF = (
+    DomainError,
+    drf_exceptions.APIException,
+    Http404,
+    PermissionDenied,
+    RequestDataTooBig,
+)
 
 
 def problem_exception_handler(exc: Exception, context: dict[str, Any]) -> Response | None:
-    """DRF's EXCEPTION_HANDLER: the one place that turns exceptions into problem+json."""
-    headers: dict[str, str] = {}
-    if isinstance(exc, DomainError):
-        body = problem_body(
-            status=exc.status, code=exc.code, title=exc.title, detail=exc.detail, **exc.extra
-        )
-        headers.update(getattr(exc, "headers", {}) or {})
-    elif isinstance(exc, Http404):
-        body = problem_body(status=404, code="not_found", title="Not found")
-    elif isinstance(exc, PermissionDenied):
-        body = problem_body(status=403, code="permission_denied", title="Permission denied")
-    elif isinstance(exc, RequestDataTooBig):
-        body = _too_large_body()
-    elif isinstance(exc, drf_exceptions.APIException):
-        body, headers = _drf_problem(exc)
-        # APIView sets auth_header from the view's first authenticator (and turns the 401
-        # into a 403 when the view has none), so the challenge always matches the view.
-        auth_header = getattr(exc, "auth_header", None)
-        if auth_header and exc.status_code == 401:
-            headers["WWW-Authenticate"] = auth_header
-    else:
-        return None  # unhandled: ProblemMiddleware logs it and answers 500
+    """DRF's EXCEPTION_HANDLER: what a view raised, as problem+json."""
+    if not isinstance(exc, _ANSWERED_IN_DRF):
+        return None
+    problem = problem_for(exc)
     set_rollback()  # as DRF's own handler does: an error never commits half a request
-    response = Response(body, status=body["status"], headers=headers)
+    response = Response(problem.body, status=problem.status, headers=problem.headers)
     response.content_type = PROBLEM_CONTENT_TYPE
     return response
-
-
-def _too_large_body() -> dict[str, Any]:
-    return problem_body(**_TOO_LARGE_FIELDS, detail=_too_large_detail())
-
-
-_TOO_LARGE_FIELDS: dict[str, Any] = {
-    "status": 413,
-    "code": "payload_too_large",
-    "title": "Request body too large",
-}
-
-
-def _too_large_detail() -> str:
-    return f"Request bodies are limited to {settings.MAX_REQUEST_BODY_BYTES} bytes."
-
-
-def too_large_response() -> HttpResponse:
-    return problem_response(**_TOO_LARGE_FIELDS, detail=_too_large_detail())
-
-
-def database_unavailable_response() -> HttpResponse:
-    # Connection refused or lost, server restarting, deadlock or lock timeout: transient, and
-    # the transaction rolled back, so the client may retry the same request (same key).
-    return problem_response(
-        status=503,
-        code="service_unavailable",
-        title="Service unavailable",
-        detail="The database is unavailable for a moment; the request changed nothing. Retry.",
-        headers={"Retry-After": "1"},
-    )
-
-
-def internal_error_response() -> HttpResponse:
-    return problem_response(
-        status=500,
-        code="internal_error",
-        title="Internal server error",
-        detail="Something went wrong on our side; the request changed nothing. Retry later.",
-    )
 
 
 class ProblemMiddleware:
@@ -239,7 +298,7 @@ class ProblemMiddleware:
 
     def __call__(self, request: HttpRequest) -> HttpResponse:
         if self._declared_body_too_large(request):
-            return too_large_response()
+            return problem_http_response(problem_for(RequestDataTooBig()))
         response = self.get_response(request)
         if self._needs_rewrite(request, response):
             return self._rewrite(response)
@@ -248,22 +307,15 @@ class ProblemMiddleware:
     def process_exception(self, request: HttpRequest, exception: Exception) -> HttpResponse | None:
         if request.path.startswith(HTML_PREFIXES) and settings.DEBUG:
             return None
-        if isinstance(exception, Http404):
-            return problem_response(status=404, code="not_found", title="Not found")
-        if isinstance(exception, PermissionDenied):
-            return problem_response(status=403, code="permission_denied", title="Permission denied")
-        if isinstance(exception, RequestDataTooBig):
-            return too_large_response()
-        if isinstance(exception, SuspiciousOperation):
-            return problem_response(status=400, code="bad_request", title="Bad request")
-        if isinstance(exception, (OperationalError, InterfaceError)):
+        problem = problem_for(exception)
+        if isinstance(exception, _DATABASE_ERRORS):
             logger.warning(
                 "database unavailable",
                 extra={"path": request.path, "error": f"{type(exception).__name__}: {exception}"},
             )
-            return database_unavailable_response()
-        logger.exception("unhandled exception", extra={"path": request.path})
-        return internal_error_response()
+        elif problem.status >= 500:
+            logger.exception("unhandled exception", extra={"path": request.path})
+        return problem_http_response(problem)
 
     @staticmethod
     def _declared_body_too_large(request: HttpRequest) -> bool:
@@ -282,19 +334,7 @@ class ProblemMiddleware:
 
     @staticmethod
     def _rewrite(response: HttpResponse) -> HttpResponse:
-        status = response.status_code
-        codes = {
-            400: "bad_request",
-            401: "not_authenticated",
-            403: "permission_denied",
-            404: "not_found",
-            405: "method_not_allowed",
-            413: "payload_too_large",
-            415: "unsupported_media_type",
-            429: "rate_limited",
-        }
-        code = codes.get(status, "internal_error" if status >= 500 else "error")
-        rewritten = problem_response(status=status, code=code)
+        rewritten = problem_http_response(problem_for(response.status_code))
         for header in ("Allow", "Retry-After", "WWW-Authenticate", "X-Request-ID"):
             if header in response:
                 rewritten[header] = response[header]
@@ -303,19 +343,20 @@ class ProblemMiddleware:
 
 def handler400(request, exception=None):
     # Django routes every SuspiciousOperation here, including a body over
-    # DATA_UPLOAD_MAX_MEMORY_SIZE read outside a view (e.g. by the CSRF middleware).
-    if isinstance(exception, RequestDataTooBig):
-        return too_large_response()
-    return problem_response(status=400, code="bad_request")
+    # DATA_UPLOAD_MAX_MEMORY_SIZE read outside a view (e.g. by the CSRF middleware); only
+    # that one has a problem of its own, every other is the plain 400.
+    too_large = isinstance(exception, RequestDataTooBig)
+    return problem_http_response(problem_for(exception if too_large else 400))
 
 
 def handler403(request, exception=None):
-    return problem_response(status=403, code="permission_denied", title="Permission denied")
+    return problem_http_response(problem_for(exception or PermissionDenied()))
 
 
 def handler404(request, exception=None):
-    return problem_response(status=404, code="not_found", title="Not found")
+    return problem_http_response(problem_for(exception or Http404()))
 
 
 def handler500(request):
-    return internal_error_response()
+    # Django hands over no exception: to the client it is a failure of ours, unnamed.
+    return problem_http_response(problem_for(Exception()))

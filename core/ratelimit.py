@@ -15,8 +15,6 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import threading
-import time
 import uuid
 from dataclasses import dataclass
 
@@ -26,6 +24,7 @@ from prometheus_client import Counter
 from rest_framework.exceptions import Throttled
 from rest_framework.throttling import BaseThrottle
 
+from core.breaker import Breaker
 from core.client_address import client_throttle_key
 from core.env import parse_rate
 
@@ -76,8 +75,8 @@ return {admitted, math.max(limit - count, 0), tonumber(oldest[2]) + window - now
 """
 
 _FAIL_OPEN_PAUSE_SECONDS = 5.0
-_paused_until = 0.0
-_pause_lock = threading.Lock()
+# Open while Redis is unreachable: requests fail open without asking it.
+fail_open_breaker = Breaker(cooldown=lambda: _FAIL_OPEN_PAUSE_SECONDS)
 
 
 @dataclass(frozen=True)
@@ -103,16 +102,14 @@ def _key(scope: str, identity: str) -> str:
 
 def _run_window_script(*, script: str, scope: str, key: str, args: list) -> list | None:
     """Run one limiter script; None when Redis is unreachable (the caller fails open)."""
-    global _paused_until
-    if time.monotonic() < _paused_until:
+    if fail_open_breaker.is_open:
         RATE_LIMIT_FAIL_OPEN.inc()
         return None
     try:
         connection = get_redis_connection("default")
         return connection.eval(script, 1, key, *args)
     except Exception as exc:
-        with _pause_lock:
-            _paused_until = time.monotonic() + _FAIL_OPEN_PAUSE_SECONDS
+        fail_open_breaker.trip()
         RATE_LIMIT_FAIL_OPEN.inc()
         logger.warning(
             "rate limiter unavailable, failing open",

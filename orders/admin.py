@@ -1,9 +1,10 @@
-"""Staff admin for the orders app: orders (read-only, with items and event history; cancel
-through the API's service)."""
+"""Staff admin for the orders app: orders (read-only, with items, status history, payment and
+event deliveries; cancel through the API's service)."""
 
 from __future__ import annotations
 
 from django.contrib import admin, messages
+from django.contrib.auth import get_permission_codename
 from django.db.models import QuerySet
 from django.http import HttpRequest
 from django.urls import reverse
@@ -11,7 +12,9 @@ from django.utils.html import format_html, format_html_join
 
 from orders.errors import OrderNotCancellable
 from orders.events import AGGREGATE_TYPE
-from orders.models import CancelReason, Order, OrderItem, OrderStatus
+from orders.history import StatusActor
+from orders.models import CancelReason, Order, OrderItem, OrderStatus, OrderStatusChange
+from orders.selectors import PaymentSummary, order_payment_summaries
 from orders.services import order_cancel
 from outbox.selectors import outbox_events_for_aggregate
 
@@ -28,6 +31,44 @@ class OrderItemInline(admin.TabularInline):
 
     def has_change_permission(self, request, obj=None) -> bool:
         return False
+
+
+class OrderStatusChangeInline(admin.TabularInline):
+    """The order's status history (who, what, when, why), oldest first, newest last."""
+
+    model = OrderStatusChange
+    verbose_name = "status change"
+    verbose_name_plural = "status history"
+    fields = (
+        "created_at",
+        "old_status",
+        "new_status",
+        "reason",
+        "actor_type",
+        "actor_label",
+        "actor_id",
+        "event_version",
+        "correlation_id",
+    )
+    readonly_fields = fields
+    ordering = ("event_version",)
+    extra = 0
+    can_delete = False
+
+    def has_add_permission(self, request, obj=None) -> bool:
+        return False
+
+    def has_change_permission(self, request, obj=None) -> bool:
+        return False
+
+    def has_view_permission(self, request, obj=None) -> bool:
+        # The history is part of the order: whoever may see the order sees it, without a
+        # grant of its own (staff groups are granted orders, not this table).
+        opts = Order._meta
+        return any(
+            request.user.has_perm(f"{opts.app_label}.{get_permission_codename(action, opts)}")
+            for action in ("view", "change")
+        )
 
 
 @admin.register(Order)
@@ -47,7 +88,7 @@ class OrderAdmin(admin.ModelAdmin):
     ordering = ("-created_at",)
     date_hierarchy = "created_at"
     list_select_related = ("client",)
-    inlines = (OrderItemInline,)
+    inlines = (OrderItemInline, OrderStatusChangeInline)
     actions = ("cancel_orders",)
     show_full_result_count = False
     fieldsets = (
@@ -59,12 +100,36 @@ class OrderAdmin(admin.ModelAdmin):
             "Times",
             {"fields": ("created_at", "updated_at", "expires_at", "paid_at", "cancelled_at")},
         ),
-        ("Payment", {"fields": ("payment_status", "provider_payment_id", "payment_links")}),
+        ("Payment", {"fields": ("payment_state", "payment_provider_id", "payment_links")}),
         ("Events", {"fields": ("event_history",)}),
     )
 
     def get_readonly_fields(self, request, obj=None):
-        return [field.name for field in Order._meta.fields] + ["event_history", "payment_links"]
+        return [field.name for field in Order._meta.fields] + [
+            "event_history",
+            "payment_state",
+            "payment_provider_id",
+            "payment_links",
+        ]
+
+    @staticmethod
+    def _payment(order: Order) -> PaymentSummary | None:
+        # Read once per page through the hook the payments app registers (orders never
+        # imports payments); both payment fields below share it.
+        cache = vars(order)
+        if "_admin_payment" not in cache:
+            cache["_admin_payment"] = order_payment_summaries(order_ids=[order.pk]).get(order.pk)
+        return cache["_admin_payment"]
+
+    @admin.display(description="payment status")
+    def payment_state(self, order: Order) -> str | None:
+        payment = self._payment(order)
+        return payment.status if payment else None
+
+    @admin.display(description="provider payment id")
+    def payment_provider_id(self, order: Order) -> str | None:
+        payment = self._payment(order)
+        return payment.provider_payment_id if payment else None
 
     @admin.display(description="payment records")
     def payment_links(self, order: Order) -> str:
@@ -81,7 +146,7 @@ class OrderAdmin(admin.ModelAdmin):
     def has_delete_permission(self, request: HttpRequest, obj=None) -> bool:
         return False
 
-    @admin.display(description="event history")
+    @admin.display(description="event deliveries")
     def event_history(self, order: Order) -> str:
         events = outbox_events_for_aggregate(aggregate_type=AGGREGATE_TYPE, aggregate_id=order.pk)
         rows = format_html_join(
@@ -112,7 +177,11 @@ class OrderAdmin(admin.ModelAdmin):
         cancelled, refused = 0, 0
         for order in queryset.filter(status=OrderStatus.PENDING_PAYMENT):
             try:
-                order_cancel(order_id=order.pk, reason=CancelReason.STAFF_CANCELLED)
+                order_cancel(
+                    order_id=order.pk,
+                    reason=CancelReason.STAFF_CANCELLED,
+                    actor=StatusActor.for_staff(request.user),
+                )
             except OrderNotCancellable:
                 refused += 1  # paid meanwhile
                 continue

@@ -23,10 +23,9 @@ from uuid import UUID
 from django.conf import settings
 from django.db import connection, transaction
 from django.utils import timezone
-from rest_framework.renderers import JSONRenderer
 
 from clients.models import ApiClient
-from core.problems import PROBLEM_CONTENT_TYPE, DomainError, problem_body
+from core.problems import PROBLEM_CONTENT_TYPE, DomainError, problem_bytes, problem_for
 from orders import metrics
 from orders.errors import (
     IdempotencyKeyInUse,
@@ -50,16 +49,11 @@ class StoredResponse:
 
     @classmethod
     def from_problem(cls, error: DomainError) -> StoredResponse:
-        body = problem_body(
-            status=error.status,
-            code=error.code,
-            title=error.title,
-            detail=error.detail,
-            **error.extra,
-        )
+        """A business refusal, stored as the exception handler would have answered it."""
+        problem = problem_for(error)
         return cls(
-            status=error.status,
-            body=JSONRenderer().render(body),
+            status=problem.status,
+            body=problem_bytes(problem),
             headers={"Content-Type": PROBLEM_CONTENT_TYPE},
         )
 
@@ -92,69 +86,87 @@ def request_fingerprint(payload: Any) -> str:
     return hashlib.sha256(canonical.encode("ascii")).hexdigest()
 
 
+_CLAIM_SQL = """
+INSERT INTO orders_idempotencyrecord
+    (id, client_id, key, fingerprint, status, claim_token, locked_until,
+     response_headers, created_at, expires_at)
+VALUES (%s, %s, %s, %s, %s, %s, %s, '{}'::jsonb, %s, %s)
+ON CONFLICT (client_id, key) DO NOTHING
+RETURNING id
+"""
+
+
 def idempotency_claim(*, client: ApiClient, key: str, fingerprint: str) -> Claim | StoredResponse:
     """Claim the key for this request, or return the response stored for it.
 
     Raises IdempotencyKeyReused (other body) or IdempotencyKeyInUse (still running).
     Runs in its own short transaction: the claim must be visible to concurrent requests.
     """
-    lease = timedelta(seconds=settings.IDEMPOTENCY_LEASE_SECONDS)
     for _ in range(5):  # each pass ends in a decision unless a racing purge/release intervenes
         now = timezone.now()
         token = uuid.uuid4()
-        with transaction.atomic(), connection.cursor() as cursor:
-            cursor.execute(
-                """
-                INSERT INTO orders_idempotencyrecord
-                    (id, client_id, key, fingerprint, status, claim_token, locked_until,
-                     response_headers, created_at, expires_at)
-                VALUES (%s, %s, %s, %s, %s, %s, %s, '{}'::jsonb, %s, %s)
-                ON CONFLICT (client_id, key) DO NOTHING
-                RETURNING id
-                """,
-                [
-                    uuid.uuid4(),
-                    client.pk,
-                    key,
-                    fingerprint,
-                    IdempotencyStatus.IN_PROGRESS,
-                    token,
-                    now + lease,
-                    now,
-                    now + timedelta(seconds=settings.IDEMPOTENCY_KEY_TTL),
-                ],
-            )
-            inserted = cursor.fetchone()
-        if inserted:
-            return Claim(record_id=inserted[0], token=token)
-
+        record_id = _claim_insert(client=client, key=key, fingerprint=fingerprint, token=token)
+        if record_id is not None:
+            return Claim(record_id=record_id, token=token)
         existing = IdempotencyRecord.objects.filter(client=client, key=key).first()
         if existing is None:
             continue  # released or purged since our INSERT: try to claim again
-        if existing.fingerprint != fingerprint:
-            metrics.IDEMPOTENCY_CONFLICTS.labels(code=IdempotencyKeyReused.code).inc()
-            raise IdempotencyKeyReused(
-                "This Idempotency-Key was used with a different request body; use a new key."
-            )
-        if existing.status == IdempotencyStatus.COMPLETED:
-            return StoredResponse(
-                status=existing.response_status or 500,
-                body=bytes(existing.response_body or b""),
-                headers=dict(existing.response_headers),
-                order_id=existing.order_id,
-            )
-        if existing.locked_until > now:
-            metrics.IDEMPOTENCY_CONFLICTS.labels(code=IdempotencyKeyInUse.code).inc()
-            raise IdempotencyKeyInUse("Retry after the first request with this key finishes.")
-        # The request holding the claim died without releasing it: take it over.
-        taken = IdempotencyRecord.objects.filter(
-            pk=existing.pk,
-            status=IdempotencyStatus.IN_PROGRESS,
-            claim_token=existing.claim_token,
-        ).update(claim_token=token, locked_until=now + lease)
-        if taken:
-            return Claim(record_id=existing.pk, token=token)
+        decided = _claim_decide(existing=existing, fingerprint=fingerprint, token=token, now=now)
+        if decided is not None:
+            return decided
     raise IdempotencyKeyInUse("Retry after the first request with this key finishes.")
+
+
+def _claim_insert(*, client: ApiClient, key: str, fingerprint: str, token: UUID) -> UUID | None:
+    """INSERT … ON CONFLICT DO NOTHING: the unique (client, key) picks the single winner."""
+    now = timezone.now()
+    with transaction.atomic(), connection.cursor() as cursor:
+        cursor.execute(
+            _CLAIM_SQL,
+            [
+                uuid.uuid4(),
+                client.pk,
+                key,
+                fingerprint,
+                IdempotencyStatus.IN_PROGRESS,
+                token,
+                now + timedelta(seconds=settings.IDEMPOTENCY_LEASE_SECONDS),
+                now,
+                now + timedelta(seconds=settings.IDEMPOTENCY_KEY_TTL),
+            ],
+        )
+        inserted = cursor.fetchone()
+    return inserted[0] if inserted else None
+
+
+def _claim_decide(
+    *, existing: IdempotencyRecord, fingerprint: str, token: UUID, now
+) -> Claim | StoredResponse | None:
+    """What a request meets when the key is taken: a replay, a conflict, or a takeover of a
+    dead request's claim (None: the claim moved meanwhile, try again)."""
+    if existing.fingerprint != fingerprint:
+        metrics.IDEMPOTENCY_CONFLICTS.labels(code=IdempotencyKeyReused.code).inc()
+        raise IdempotencyKeyReused(
+            "This Idempotency-Key was used with a different request body; use a new key."
+        )
+    if existing.status == IdempotencyStatus.COMPLETED:
+        return StoredResponse(
+            status=existing.response_status or 500,
+            body=bytes(existing.response_body or b""),
+            headers=dict(existing.response_headers),
+            order_id=existing.order_id,
+        )
+    if existing.locked_until > now:
+        metrics.IDEMPOTENCY_CONFLICTS.labels(code=IdempotencyKeyInUse.code).inc()
+        raise IdempotencyKeyInUse("Retry after the first request with this key finishes.")
+    # The request holding the claim died without releasing it: take it over.
+    lease = timedelta(seconds=settings.IDEMPOTENCY_LEASE_SECONDS)
+    taken = IdempotencyRecord.objects.filter(
+        pk=existing.pk,
+        status=IdempotencyStatus.IN_PROGRESS,
+        claim_token=existing.claim_token,
+    ).update(claim_token=token, locked_until=now + lease)
+    return Claim(record_id=existing.pk, token=token) if taken else None
 
 
 class ClaimLost(IdempotencyKeyInUse):

@@ -1,8 +1,6 @@
 """The only place that takes row locks on orders rows.
 
-Global lock order of the service: an order row first, then its products in pk order
-(catalog/locks.py). Order creation locks only products (the new order row is invisible to
-others), so no two paths ever wait on each other in opposite orders.
+The service's global lock order is written once, in `lock_order`'s docstring.
 """
 
 from __future__ import annotations
@@ -16,6 +14,16 @@ from orders.models import Order
 
 def lock_order(*, order_id: UUID, client: ApiClient | None = None) -> Order:
     """Lock one order (FOR UPDATE). With `client`, another client's order is not found.
+
+    The global lock order of the service is order -> products (by pk) -> payment, and it
+    is written here, once. Every path that changes an existing order starts here (the API
+    and admin cancels, expiry, the payment webhooks, the saga's record steps): it locks
+    the order row first; it then takes any products only through catalog/locks.py, which
+    locks them in one statement in pk order; payments takes its payment lock only after
+    calling this function (payments/locks.py), and after the products when the path
+    releases stock. Order creation locks products only: the new order row and its payment
+    are invisible to others until commit. So no two paths ever wait on each other in
+    opposite orders. tests/test_lock_order.py asserts each path's SQL against this.
 
     Precondition: inside transaction.atomic().
     """

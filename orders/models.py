@@ -1,10 +1,12 @@
-"""Orders tables: orders, their items, and idempotency records (each owned by an API client)."""
+"""Orders tables: orders, their items, their status history, and idempotency records (each
+order and record owned by an API client)."""
 
 from __future__ import annotations
 
 import uuid
 
 from django.db import models
+from django.utils import timezone
 
 
 class OrderStatus(models.TextChoices):
@@ -51,11 +53,6 @@ class Order(models.Model):
     # Version of the last event written for this order; bumped with every transition
     # under the order's row lock, so events are numbered 1, 2, 3... without gaps.
     event_version = models.PositiveIntegerField(default=1)
-    # Summary of the payment, kept by the payment saga through orders services (the orders
-    # app never imports payments); shown as `payment` in the API.
-    # db_default too: rows inserted by older code or raw SQL during a deploy stay valid.
-    payment_status = models.CharField(max_length=32, blank=True, default="", db_default="")
-    provider_payment_id = models.CharField(max_length=100, blank=True, default="", db_default="")
 
     class Meta:
         ordering = ["-created_at", "-id"]
@@ -127,6 +124,53 @@ class OrderItem(models.Model):
 
     def __str__(self) -> str:
         return f"{self.quantity} × {self.sku}"
+
+
+class ActorType(models.TextChoices):
+    """Who moved an order: the API client (customer), a staff user, the provider, the clock."""
+
+    API_CLIENT = "api_client", "API client"
+    STAFF = "staff", "Staff user"
+    PAYMENT_PROVIDER = "payment_provider", "Payment provider"
+    SYSTEM = "system", "System"
+
+
+class OrderStatusChange(models.Model):
+    """One step of an order's status history (who, what, when, why), as Oscar's
+    OrderStatusChange: written in the transaction that changes the status, kept for ever.
+
+    `event_version` is the order's event version after the change (1 for creation), so the
+    row names the order event it produced and (order, event_version) orders the history.
+    """
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    # PROTECT: orders are never deleted, and an audit trail must not vanish with a cascade.
+    order = models.ForeignKey(Order, on_delete=models.PROTECT, related_name="status_changes")
+    old_status = models.CharField(max_length=32, choices=OrderStatus.choices, blank=True)
+    new_status = models.CharField(max_length=32, choices=OrderStatus.choices)
+    event_version = models.PositiveIntegerField()
+    reason = models.CharField(max_length=200, blank=True, default="")
+    actor_type = models.CharField(max_length=32, choices=ActorType.choices)
+    # The API client's or staff user's primary key; blank for the provider and the system.
+    actor_id = models.CharField(max_length=64, blank=True, default="")
+    actor_label = models.CharField(max_length=200, blank=True, default="")
+    # The request id (or task correlation id) of the change, as on the event it produced.
+    correlation_id = models.CharField(max_length=128, blank=True, default="")
+    created_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        ordering = ["created_at", "event_version"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["order", "event_version"], name="order_status_change_version_once"
+            ),
+        ]
+        indexes = [
+            models.Index(fields=["order", "created_at"], name="order_status_change_order_idx"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.old_status or '—'} → {self.new_status}"
 
 
 class IdempotencyStatus(models.TextChoices):

@@ -25,6 +25,13 @@ from orders.events import (
     order_paid_event,
     order_refunded_event,
 )
+from orders.history import (
+    PAYMENT_PROVIDER,
+    SYSTEM,
+    StatusActor,
+    cancel_actor_for_reason,
+    status_change_record,
+)
 from orders.locks import lock_order
 from orders.models import (
     ALLOWED_TRANSITIONS,
@@ -92,41 +99,50 @@ def order_create(*, client: ApiClient, email: str, lines: Sequence[OrderLine]) -
         for item in items:
             item.order = order
         OrderItem.objects.bulk_create(items)
+        status_change_record(order=order, old_status="", actor=StatusActor.for_client(client))
         _emit_in_transaction(order_created_event(order=order, items=items))
     return order
 
 
-def order_cancel(*, order_id: UUID, reason: CancelReason, client: ApiClient | None = None) -> Order:
+def order_cancel(
+    *,
+    order_id: UUID,
+    reason: CancelReason,
+    client: ApiClient | None = None,
+    actor: StatusActor | None = None,
+) -> Order:
     """Cancel a pending order and give its units back; idempotent for cancelled orders.
 
-    With `client`, only that client's order is found. Raises OrderNotFound or
+    With `client`, only that client's order is found. `actor` (who cancels, for the status
+    history) defaults to the one `reason` implies. Raises OrderNotFound or
     OrderNotCancellable (paid).
     """
+    actor = actor or cancel_actor_for_reason(reason=reason, client=client)
     with transaction.atomic():
         order = lock_order(order_id=order_id, client=client)
         if order.status == OrderStatus.CANCELLED:
             return order
         if order.status != OrderStatus.PENDING_PAYMENT:
             raise OrderNotCancellable(order.status)
-        order = _order_transition(order=order, to=OrderStatus.CANCELLED, reason=reason)
+        order = _order_transition(order=order, to=OrderStatus.CANCELLED, actor=actor, reason=reason)
         stock_release(quantities={item.product_id: item.quantity for item in order.items.all()})
         _emit_in_transaction(order_cancelled_event(order=order))
     return order
 
 
-def order_mark_paid(*, order_id: UUID) -> Order:
+def order_mark_paid(*, order_id: UUID, actor: StatusActor = PAYMENT_PROVIDER) -> Order:
     """Move a pending order to `paid`. Raises OrderNotCancellable-style conflicts as
     `InvalidTransition` when the order is no longer pending (e.g. cancelled meanwhile)."""
     with transaction.atomic():
         order = lock_order(order_id=order_id)
         if order.status == OrderStatus.PAID:
             return order
-        order = _order_transition(order=order, to=OrderStatus.PAID)
+        order = _order_transition(order=order, to=OrderStatus.PAID, actor=actor)
         _emit_in_transaction(order_paid_event(order=order))
     return order
 
 
-def order_mark_refunded(*, order_id: UUID) -> Order:
+def order_mark_refunded(*, order_id: UUID, actor: StatusActor = PAYMENT_PROVIDER) -> Order:
     """Move a paid order to `refunded`: the provider refunded its succeeded payment.
 
     No stock comes back (the goods may have shipped; staff restock in the admin).
@@ -136,7 +152,7 @@ def order_mark_refunded(*, order_id: UUID) -> Order:
         order = lock_order(order_id=order_id)
         if order.status == OrderStatus.REFUNDED:
             return order
-        order = _order_transition(order=order, to=OrderStatus.REFUNDED)
+        order = _order_transition(order=order, to=OrderStatus.REFUNDED, actor=actor)
         _emit_in_transaction(order_refunded_event(order=order))
     return order
 
@@ -156,9 +172,10 @@ class InvalidTransition(Exception):
 
 
 def _order_transition(
-    *, order: Order, to: OrderStatus, reason: CancelReason | None = None
+    *, order: Order, to: OrderStatus, actor: StatusActor, reason: CancelReason | None = None
 ) -> Order:
-    """The one place an order's status changes: a conditional UPDATE on the expected status.
+    """The one place an order's status changes: a conditional UPDATE on the expected status,
+    and its row in the status history (same transaction: the caller's atomic block).
 
     The row count decides who won a race; the event version is bumped in the same UPDATE,
     so it is assigned under the order's row lock. Returns the order as stored.
@@ -176,27 +193,13 @@ def _order_transition(
         current = Order.objects.filter(pk=order.pk).values_list("status", flat=True).first()
         raise InvalidTransition(order.pk, current or "missing", to)
     metrics.ORDER_TRANSITIONS.labels(from_status=order.status, to_status=to).inc()
+    old_status = order.status
     order.refresh_from_db()
+    status_change_record(order=order, old_status=old_status, actor=actor)
     return order
 
 
-def order_payment_summary_set(
-    *, order_id: UUID, payment_status: str | None = None, provider_payment_id: str | None = None
-) -> None:
-    """Keep the order's payment summary (shown by the API) in step with the payment saga.
-
-    Called by payments inside its own transactions, after it has locked the order.
-    """
-    changes: dict = {}
-    if payment_status is not None:
-        changes["payment_status"] = payment_status
-    if provider_payment_id:
-        changes["provider_payment_id"] = provider_payment_id
-    if changes:
-        Order.objects.filter(pk=order_id).update(**changes)
-
-
-def order_expire_overdue(*, limit: int = 200) -> int:
+def order_expire_overdue(*, limit: int = 200, actor: StatusActor = SYSTEM) -> int:
     """Cancel pending orders whose payment deadline passed (`payment_expired`).
 
     Each order is cancelled in its own transaction through order_cancel, whose locked
@@ -210,7 +213,9 @@ def order_expire_overdue(*, limit: int = 200) -> int:
     expired = 0
     for order_id in overdue:
         try:
-            order = order_cancel(order_id=order_id, reason=CancelReason.PAYMENT_EXPIRED)
+            order = order_cancel(
+                order_id=order_id, reason=CancelReason.PAYMENT_EXPIRED, actor=actor
+            )
         except OrderNotCancellable:
             continue  # paid just in time
         if order.cancel_reason == CancelReason.PAYMENT_EXPIRED:

@@ -1,62 +1,40 @@
 """The outbox relay: claim due rows, publish them, mark them — never inside one transaction.
 
-1. Claim (short transaction): due pending rows whose lease is free and whose aggregate has
-   no earlier unpublished event, `FOR UPDATE SKIP LOCKED`, get a lease (token + expiry) and
-   one more attempt. Only the lowest unpublished version of an aggregate is ever claimable,
-   so events of one aggregate reach the stream in version order, and a failing event holds
-   back only its own aggregate.
+1. Claim (short transaction, outbox/locks.py): due pending rows get a lease and one more
+   attempt; only the lowest unpublished version of an aggregate is ever claimable.
 2. Publish (no transaction): XADD with producer-side dedupe (outbox/sink.py).
 3. Mark (short transaction): published only where our lease token still holds; a worker
    whose lease expired and was re-claimed changes nothing (a "fenced" ack).
 When the sink is unreachable the breaker opens: leases are handed back with their attempt
-refunded, and the relay pauses, so an outage dead-letters nothing.
+refunded, and the relay pauses, so an outage dead-letters nothing. Claim, fencing, refund,
+backoff and dead letters are the leased-work primitive's (core/leased_work.py).
 """
 
 from __future__ import annotations
 
 import logging
-import random
-import time
 import uuid
 from dataclasses import dataclass
-from datetime import timedelta
 
 from django.conf import settings
 from django.db import transaction
-from django.db.models import F
 from django.utils import timezone
 
+from core.breaker import Breaker
+from core.leased_work import DEAD, run_until_idle
 from outbox import metrics
-from outbox.locks import claim_due_events
+from outbox.locks import OUTBOX_WORK, claim_due_events
 from outbox.models import OutboxEvent, OutboxStatus
 from outbox.sink import PoisonEvent, PublishResult, SinkUnavailable, sink_ping, sink_publish
 
 logger = logging.getLogger(__name__)
 
-
-class CircuitBreaker:
-    """Process-local breaker around the sink: open after a connection failure, probe again
-    after `OUTBOX_BREAKER_COOLDOWN` seconds, close on the first success."""
-
-    def __init__(self) -> None:
-        self.open_until = 0.0
-
-    @property
-    def is_open(self) -> bool:
-        return time.monotonic() < self.open_until
-
-    def trip(self) -> None:
-        self.open_until = time.monotonic() + settings.OUTBOX_BREAKER_COOLDOWN
-        metrics.BREAKER_OPEN.set(1)
-
-    def reset(self) -> None:
-        if self.open_until:
-            logger.info("outbox sink reachable again; relay resumes")
-        self.open_until = 0.0
-        metrics.BREAKER_OPEN.set(0)
-
-
-breaker = CircuitBreaker()
+# Around the sink: open after a connection failure, probe again after
+# OUTBOX_BREAKER_COOLDOWN seconds, close on the first success.
+breaker = Breaker(
+    cooldown=lambda: settings.OUTBOX_BREAKER_COOLDOWN,
+    on_change=lambda is_open: metrics.BREAKER_OPEN.set(int(is_open)),
+)
 
 
 @dataclass
@@ -75,14 +53,8 @@ class RelayReport:
         self.paused = self.paused or other.paused
 
 
-def backoff_seconds(attempt: int) -> float:
-    """Delay after failed attempt n (1-based): 1, 2, 4, 8, 16 s, each with ±20% jitter."""
-    base = settings.OUTBOX_BACKOFF[min(attempt, len(settings.OUTBOX_BACKOFF)) - 1]
-    return base * random.uniform(0.8, 1.2)
-
-
 def outbox_claim(*, limit: int, token: uuid.UUID) -> list[OutboxEvent]:
-    ids = claim_due_events(limit=limit, token=token, lease_seconds=settings.OUTBOX_LEASE_SECONDS)
+    ids = claim_due_events(limit=limit, token=token)
     # Publish in a stable order: oldest first (each aggregate appears at most once).
     return list(OutboxEvent.objects.filter(pk__in=ids).order_by("created_at", "version"))
 
@@ -93,7 +65,7 @@ def relay_once(*, batch_size: int | None = None) -> RelayReport:
     if breaker.is_open:
         report.paused = True
         return report
-    if breaker.open_until and not sink_ping():  # half-open: probe before claiming anything
+    if breaker.tripped and not sink_ping():  # half-open: probe before claiming anything
         breaker.trip()
         report.paused = True
         return report
@@ -101,7 +73,7 @@ def relay_once(*, batch_size: int | None = None) -> RelayReport:
     events = outbox_claim(limit=batch_size or settings.OUTBOX_BATCH_SIZE, token=token)
     report.claimed = len(events)
     if not events:
-        breaker.reset()
+        _sink_reachable()
         return report
     try:
         results = sink_publish(events)
@@ -111,29 +83,34 @@ def relay_once(*, batch_size: int | None = None) -> RelayReport:
         logger.warning("outbox sink unreachable; relay paused", extra={"error": str(exc)})
         report.paused = True
         return report
-    breaker.reset()
+    _sink_reachable()
     _record_outcomes(events=events, results=results, token=token, report=report)
     return report
 
 
 def relay_until_idle(*, time_budget: float | None = None) -> RelayReport:
     """Relay batches until nothing is due, the sink is down or the time budget is spent."""
-    deadline = time.monotonic() + (time_budget or settings.OUTBOX_RELAY_TIME_BUDGET)
     total = RelayReport()
-    while True:
-        report = relay_once()
+    for report in run_until_idle(
+        relay_once,
+        idle=lambda report: report.paused or report.claimed == 0,
+        time_budget=time_budget or settings.OUTBOX_RELAY_TIME_BUDGET,
+    ):
         total.add(report)
-        if report.paused or report.claimed == 0 or time.monotonic() >= deadline:
-            return total
+    return total
+
+
+def _sink_reachable() -> None:
+    if breaker.reset():
+        logger.info("outbox sink reachable again; relay resumes")
 
 
 def _hand_back(*, events: list[OutboxEvent], token: uuid.UUID, error: str) -> None:
     """Release our leases and refund the attempts: an outage is nobody's failed attempt."""
     with transaction.atomic():
-        OutboxEvent.objects.filter(pk__in=[e.pk for e in events], lease_token=token).update(
-            lease_token=None,
-            lease_expires_at=None,
-            attempts=F("attempts") - 1,
+        OUTBOX_WORK.release(
+            ids=[e.pk for e in events],
+            token=token,
             last_error=f"sink unavailable: {error}"[:2000],
         )
 
@@ -145,21 +122,18 @@ def _record_outcomes(
     published = [e for e, r in zip(events, results, strict=True) if isinstance(r, PublishResult)]
     report.duplicates = sum(1 for r in results if isinstance(r, PublishResult) and r.duplicate)
     with transaction.atomic():
-        marked = OutboxEvent.objects.filter(
-            pk__in=[e.pk for e in published], lease_token=token
-        ).update(
+        marked = OUTBOX_WORK.complete(
+            ids=[e.pk for e in published],
+            token=token,
             status=OutboxStatus.PUBLISHED,
             published_at=now,
-            lease_token=None,
-            lease_expires_at=None,
             last_error="",
         )
         report.published = marked
         report.fenced = len(published) - marked
         for event, result in zip(events, results, strict=True):
-            if isinstance(result, PublishResult):
-                continue
-            _record_failure(event=event, error=result, token=token, now=now, report=report)
+            if not isinstance(result, PublishResult):
+                _record_failure(event=event, error=result, token=token, report=report)
     metrics.PUBLISHED.inc(report.published)
     if report.fenced:
         metrics.FENCED.inc(report.fenced)
@@ -174,21 +148,22 @@ def _record_outcomes(
 
 
 def _record_failure(
-    *, event: OutboxEvent, error: Exception, token: uuid.UUID, now, report: RelayReport
+    *, event: OutboxEvent, error: Exception, token: uuid.UUID, report: RelayReport
 ) -> None:
-    message = f"{type(error).__name__}: {error}"[:2000]
-    out_of_retries = event.attempts > len(settings.OUTBOX_BACKOFF)
-    if isinstance(error, PoisonEvent) or out_of_retries:
-        changes = {"status": OutboxStatus.DEAD}
+    message = f"{type(error).__name__}: {error}"
+    outcome = OUTBOX_WORK.retry(
+        pk=event.pk,
+        token=token,
+        attempt=event.attempts,
+        error=message,
+        give_up=isinstance(error, PoisonEvent),
+    )
+    if outcome == DEAD:
         report.dead += 1
         metrics.DEAD_LETTERS.inc()
         logger.error(
-            "outbox event dead-lettered", extra={"event_id": str(event.id), "error": message}
+            "outbox event dead-lettered", extra={"event_id": str(event.id), "error": message[:2000]}
         )
     else:
-        changes = {"next_attempt_at": now + timedelta(seconds=backoff_seconds(event.attempts))}
         report.retried += 1
         metrics.RETRIES.inc()
-    OutboxEvent.objects.filter(pk=event.pk, lease_token=token).update(
-        lease_token=None, lease_expires_at=None, last_error=message, **changes
-    )

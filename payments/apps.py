@@ -7,8 +7,13 @@ class PaymentsConfig(AppConfig):
     default_auto_field = "django.db.models.BigAutoField"
 
     def ready(self) -> None:
+        # orders never imports payments: payments plugs its reactions to order events and
+        # its read of an order's payment into orders' seams.
+        from orders.selectors import register_payment_summary_reader
         from outbox.subscribers import subscribe_in_transaction
-        from payments.services import payment_open_for_order, payment_stop_for_cancelled_order
+        from payments.reactions import payment_open_for_order, payment_stop_for_cancelled_order
+        from payments.selectors import payment_summaries_for_orders
 
         subscribe_in_transaction("order.created", payment_open_for_order)
         subscribe_in_transaction("order.cancelled", payment_stop_for_cancelled_order)
+        register_payment_summary_reader(payment_summaries_for_orders)

@@ -1,39 +1,50 @@
 """The only place that takes row locks on payments rows.
 
-Lock order: the order row first (orders/locks.py), then its products (catalog), then its
-payment. Every path that changes a payment while an order changes (webhooks, the
-order.cancelled handler, the saga's record steps) follows it, so none waits on another in
-the opposite order; every writer of a payment's status holds its order's lock.
+Lock order: the service's one global order, written in orders/locks.py `lock_order`
+(order → products by pk → payment). Every function here that locks a payment calls
+`lock_order` first and locks or updates the payment only after it, and after the products
+on paths that release stock (`lock_order_read_payment`). Every writer of a payment's status
+holds its order's lock. tests/test_lock_order.py asserts it per path.
+
+Work tables, through the leased-work primitive (core/leased_work.py), each with its policy:
+payments owed a provider call are claimed with a lease (the call runs with no transaction
+open); webhooks waiting for their order are locked by the transaction that applies them.
 """
 
 from __future__ import annotations
 
-import uuid
 from uuid import UUID
 
-from django.db import connection, transaction
+from django.conf import settings
 
+from core.leased_work import LeasedWork
 from orders.locks import lock_order
 from orders.models import Order
-from payments.models import Payment, WebhookInboxEntry, WebhookStatus
+from payments.models import OUTBOUND_STATUSES, Payment, WebhookInboxEntry, WebhookStatus
 
-_CLAIM_SQL = """
-WITH due AS (
-    SELECT id FROM payments_payment
-    WHERE status = ANY(%(statuses)s)
-      AND next_attempt_at <= now()
-      AND (lease_expires_at IS NULL OR lease_expires_at < now())
-    ORDER BY next_attempt_at
-    LIMIT %(limit)s
-    FOR UPDATE SKIP LOCKED
+_OUTBOUND = ", ".join(f"'{status.value}'" for status in OUTBOUND_STATUSES)
+
+PAYMENT_STEP_WORK = LeasedWork(
+    model=Payment,
+    due=f"w.status IN ({_OUTBOUND})",
+    order_by="w.next_attempt_at",
+    lease_seconds=lambda: settings.PAYMENT_STEP_LEASE_SECONDS,
+    # 1, 2, 4, 8, 16, 30 s, then 30 s for ever: a step never gives up by itself (an order
+    # is never cancelled by a technical failure; expiry settles an order that waits).
+    backoff=lambda: settings.PAYMENT_RETRY_BACKOFF,
 )
-UPDATE payments_payment AS p
-SET lease_token = %(token)s,
-    lease_expires_at = now() + make_interval(secs => %(lease)s),
-    attempts = p.attempts + 1
-FROM due WHERE p.id = due.id
-RETURNING p.id
-"""
+
+WAITING_WEBHOOK_WORK = LeasedWork(
+    model=WebhookInboxEntry,
+    due=f"w.status = '{WebhookStatus.WAITING.value}'",
+    order_by="w.next_attempt_at",
+    # After the nth try: 2, 4, 8, 16, 32, then 60 s for ever (an entry gives up on its
+    # order after a day, webhooks.py, not after a number of tries). No jitter: waiting
+    # entries are few, and each retry is one short transaction.
+    backoff=lambda: (2, 4, 8, 16, 32, 60),
+    jitter=0.0,
+    error_field="note",
+)
 
 
 def lock_order_and_payment(*, order_id: UUID) -> tuple[Order, Payment | None]:
@@ -56,25 +67,15 @@ def lock_order_read_payment(*, order_id: UUID) -> tuple[Order, Payment | None]:
     return order, payment
 
 
-def claim_due_payments(
-    *, statuses: list[str], limit: int, token: uuid.UUID, lease_seconds: float
-) -> list[UUID]:
+def claim_due_payments(*, limit: int, token: UUID) -> list[UUID]:
     """Lease up to `limit` payments whose outbound step is due (SKIP LOCKED: workers never
     wait on each other), counting an attempt; returns their ids. Runs its own transaction,
     so the row locks last one statement and the lease guards the step from then on."""
-    with transaction.atomic(), connection.cursor() as cursor:
-        cursor.execute(
-            _CLAIM_SQL,
-            {"statuses": statuses, "limit": limit, "token": token, "lease": lease_seconds},
-        )
-        return [row[0] for row in cursor.fetchall()]
+    return PAYMENT_STEP_WORK.claim(limit=limit, token=token)
 
 
-def lock_waiting_webhook(*, entry_id: UUID) -> WebhookInboxEntry | None:
-    """Lock an inbox entry still waiting for its order, or None if another worker has it
-    (SKIP LOCKED) or it was applied meanwhile. Precondition: inside transaction.atomic()."""
-    return (
-        WebhookInboxEntry.objects.select_for_update(skip_locked=True)
-        .filter(pk=entry_id, status=WebhookStatus.WAITING)
-        .first()
-    )
+def lock_next_waiting_webhook() -> WebhookInboxEntry | None:
+    """Lock the next inbox entry due for another try at finding its order, or None when
+    none is (entries other workers hold are skipped). Precondition: in atomic()."""
+    ids = WAITING_WEBHOOK_WORK.lock_due(limit=1)
+    return WebhookInboxEntry.objects.filter(pk__in=ids).first()

@@ -6,24 +6,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from decimal import Decimal
-from typing import Any
 
 import requests
 from django.conf import settings
 from django.db import connection
 
-
-class ProviderUnavailable(Exception):
-    """Technical failure: retry later. Never a reason to cancel an order."""
-
-
-class ProviderRejected(Exception):
-    """The provider understood and said no (4xx)."""
-
-    def __init__(self, status: int, body: dict[str, Any]) -> None:
-        super().__init__(f"{status}: {body}")
-        self.status = status
-        self.body = body
+from payments.errors import ProviderRejected, ProviderUnavailable
 
 
 @dataclass(frozen=True)

@@ -14,21 +14,9 @@ import re
 import time
 from collections.abc import Mapping, Sequence
 
-from core.problems import DomainError
+from payments.errors import WebhookMalformed, WebhookSignatureInvalid
 
 _TIMESTAMP = re.compile(r"[0-9]{1,12}")
-
-
-class WebhookSignatureInvalid(DomainError):
-    status = 401
-    code = "webhook_signature_invalid"
-    title = "Webhook signature missing or invalid"
-
-
-class WebhookMalformed(DomainError):
-    status = 400
-    code = "webhook_malformed"
-    title = "Webhook headers or body malformed"
 
 
 def _secret_bytes(secret: str) -> bytes:

@@ -10,6 +10,7 @@ import pytest
 import yaml
 from django.core.management import call_command
 from django.test import Client
+from django.urls import reverse
 from drf_spectacular.drainage import GENERATOR_STATS
 from drf_spectacular.generators import SchemaGenerator
 from drf_spectacular.validation import validate_schema
@@ -109,3 +110,22 @@ def test_docs_pages_reference_only_local_static_files_that_are_served(client, pa
 def test_swagger_ui_points_at_the_local_schema(client):
     html = client.get("/api/docs/").content.decode()
     assert '"/api/schema/"' in html
+
+
+ANY_ID = "4b6f2c1e-0a8e-4b7f-9d3a-2f1e5c6d7a8b"
+
+
+@pytest.mark.parametrize(
+    ("name", "kwargs", "path"),
+    [
+        ("product-list", {}, "/api/v1/products/"),
+        ("product-detail", {"product_id": ANY_ID}, f"/api/v1/products/{ANY_ID}/"),
+        ("order-list", {}, "/api/v1/orders/"),
+        ("order-detail", {"order_id": ANY_ID}, f"/api/v1/orders/{ANY_ID}/"),
+        ("order-cancel", {"order_id": ANY_ID}, f"/api/v1/orders/{ANY_ID}/cancel/"),
+    ],
+)
+def test_the_api_routes_keep_their_names_and_paths(name, kwargs, path):
+    # when a route is reversed by the name it had before the routers
+    # then it is the path SPEC §3 lists
+    assert reverse(name, kwargs=kwargs) == path

@@ -1,8 +1,10 @@
-from django.urls import path
+"""The product API's routes: a read-only viewset on a router, without an API root view."""
 
-from catalog.api.views import ProductDetailView, ProductListView
+from rest_framework.routers import SimpleRouter
 
-urlpatterns = [
-    path("products/", ProductListView.as_view(), name="product-list"),
-    path("products/<uuid:product_id>/", ProductDetailView.as_view(), name="product-detail"),
-]
+from catalog.api.views import ProductViewSet
+
+router = SimpleRouter(use_regex_path=False)
+router.register("products", ProductViewSet, basename="product")
+
+urlpatterns = router.urls

@@ -54,6 +54,10 @@ class OrderCreateInputSerializer(serializers.Serializer):
         child=OrderLineInputSerializer(), allow_empty=False, min_length=1, max_length=MAX_LINES
     )
 
+    def validate_email(self, email: str) -> str:
+        # One customer whatever the case: the per-customer limit and `?email=` compare it.
+        return email.lower()
+
     def validate_items(self, items):
         seen: set = set()
         duplicates = []
@@ -121,10 +125,12 @@ class OrderOutputSerializer(serializers.ModelSerializer):
 
     @extend_schema_field(PaymentSummarySerializer(allow_null=True))
     def get_payment(self, order: Order) -> dict | None:
-        # Kept in step by the payment saga (orders.services.order_payment_summary_set).
-        if not order.payment_status:
+        # context["payments"]: the view reads a page's payments at once
+        # (orders.selectors.order_payment_summaries); an order without one has none yet.
+        summary = self.context["payments"].get(order.pk)
+        if summary is None or not summary.status:
             return None
         return {
-            "status": order.payment_status,
-            "provider_payment_id": order.provider_payment_id or None,
+            "status": summary.status,
+            "provider_payment_id": summary.provider_payment_id or None,
         }

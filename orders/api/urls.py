@@ -1,9 +1,11 @@
-from django.urls import path
+"""The orders API's routes: one viewset on a router, without an API root view (SPEC §3
+lists the endpoints; a root listing them is not one of them)."""
 
-from orders.api.views import OrderCancelView, OrderDetailView, OrderListCreateView
+from rest_framework.routers import SimpleRouter
 
-urlpatterns = [
-    path("orders/", OrderListCreateView.as_view(), name="order-list"),
-    path("orders/<uuid:order_id>/", OrderDetailView.as_view(), name="order-detail"),
-    path("orders/<uuid:order_id>/cancel/", OrderCancelView.as_view(), name="order-cancel"),
-]
+from orders.api.views import OrderViewSet
+
+router = SimpleRouter(use_regex_path=False)
+router.register("orders", OrderViewSet, basename="order")
+
+urlpatterns = router.urls

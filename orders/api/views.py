@@ -1,15 +1,21 @@
-"""Orders API views: parse, call one service, render (SPEC §3)."""
+"""Orders API: one viewset, each action parse → service → render (SPEC §3).
+
+Creation's idempotency and per-customer limit wrap `create` (orders/api/idempotency.py).
+Each order's `payment` is read through orders.selectors, once per page or per order, and
+handed to the serializer.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from typing import Any
+
 from django.conf import settings
-from django.http import HttpResponse
 from drf_spectacular.types import OpenApiTypes
-from drf_spectacular.utils import OpenApiParameter, extend_schema
-from rest_framework import serializers
-from rest_framework.renderers import JSONRenderer
+from drf_spectacular.utils import OpenApiParameter, extend_schema, extend_schema_serializer
+from rest_framework import serializers, viewsets
+from rest_framework.decorators import action
 from rest_framework.response import Response
-from rest_framework.views import APIView
 
 from catalog.errors import InsufficientStock, ProductUnavailable
 from clients.authentication import HasApiKey
@@ -17,31 +23,24 @@ from core.openapi import page_size_parameter, problem_responses
 from core.pagination import NewestFirstCursorPagination
 from core.ratelimit import rate_limit_enforce
 from orders import metrics
+from orders.api.idempotency import IDEMPOTENCY_HEADER, REPLAYED_HEADER, idempotent_create
 from orders.api.serializers import (
     OrderCreateInputSerializer,
     OrderListQuerySerializer,
     OrderOutputSerializer,
 )
 from orders.errors import OrderNotFound
-from orders.idempotency import (
-    MAX_KEY_LENGTH,
-    StoredResponse,
-    idempotency_claim,
-    idempotency_key_parse,
-    idempotency_release,
-    idempotent_execute,
-    request_fingerprint,
-)
-from orders.models import CancelReason
-from orders.selectors import order_get_for_client, order_list_for_client
+from orders.idempotency import MAX_KEY_LENGTH
+from orders.models import CancelReason, Order
+from orders.selectors import order_get_for_client, order_list_for_client, order_payment_summaries
 from orders.services import OrderLine, order_cancel, order_create
 
-IDEMPOTENCY_HEADER = "Idempotency-Key"
-REPLAYED_HEADER = "Idempotent-Replayed"
 # Business refusals that are stored and replayed like a success (SPEC §3).
 STORED_REFUSALS = (InsufficientStock, ProductUnavailable)
 
 
+# many=False: a list action's response would otherwise be documented as an array of pages.
+@extend_schema_serializer(many=False)
 class OrderPageSerializer(serializers.Serializer):
     """One cursor page of orders, as NewestFirstCursorPagination renders it."""
 
@@ -57,21 +56,78 @@ def order_location(order_id) -> str:
     return f"/api/v1/orders/{order_id}/"
 
 
-def _stored_to_http(stored: StoredResponse, *, replayed: bool) -> HttpResponse:
-    response = HttpResponse(
-        stored.body,
-        status=stored.status,
-        content_type=stored.headers.get("Content-Type", "application/json"),
+def _render_orders(orders: Sequence[Order]) -> Any:
+    payments = order_payment_summaries(order_ids=[order.pk for order in orders])
+    return OrderOutputSerializer(orders, many=True, context={"payments": payments}).data
+
+
+def _render_order(order: Order) -> Any:
+    payments = order_payment_summaries(order_ids=[order.pk])
+    return OrderOutputSerializer(order, context={"payments": payments}).data
+
+
+def _limit_per_customer(request, data) -> None:
+    rate_limit_enforce(
+        request,
+        scope="order_create",
+        identity=f"{request.user.pk}:{data['email']}",
+        rate=settings.ORDER_RATE_LIMIT,
     )
-    if "Location" in stored.headers:
-        response["Location"] = stored.headers["Location"]
-    response[REPLAYED_HEADER] = "true" if replayed else "false"
-    return response
 
 
+def _count_created(status: int) -> None:
+    outcome = {201: "created", 409: InsufficientStock.code, 422: ProductUnavailable.code}
+    metrics.ORDERS_CREATED.labels(outcome=outcome.get(status, "other")).inc()
+
+
+_CREATE_PARAMETERS = [
+    OpenApiParameter(
+        IDEMPOTENCY_HEADER,
+        {
+            "type": "string",
+            "minLength": 1,
+            "maxLength": MAX_KEY_LENGTH,
+            # Printable ASCII; `""` is the quoted form of the empty key.
+            "pattern": r'^(?!""$)[ -~]+$',
+        },
+        OpenApiParameter.HEADER,
+        required=True,
+        description=(
+            f"1–{MAX_KEY_LENGTH} printable ASCII characters; the RFC 8941 quoted "
+            'form (`"abc"`) equals the bare one.'
+        ),
+    ),
+    OpenApiParameter(
+        "Location",
+        OpenApiTypes.STR,
+        OpenApiParameter.HEADER,
+        required=True,
+        description="The order's URL.",
+        response=[201],
+    ),
+    OpenApiParameter(
+        REPLAYED_HEADER,
+        OpenApiTypes.STR,
+        OpenApiParameter.HEADER,
+        required=True,
+        enum=["true", "false"],
+        description="`true` when the response is replayed from an earlier request.",
+        response=[201, 422],
+    ),
+]
+
+
+# No docstrings on the viewset or its actions: drf-spectacular would publish them as the
+# operations' descriptions.
 @extend_schema(tags=["orders"])
-class OrderListCreateView(APIView):
+class OrderViewSet(viewsets.ViewSet):
     permission_classes = [HasApiKey]
+    lookup_url_kwarg = "order_id"
+    lookup_value_converter = "uuid"
+
+    def get_view_name(self) -> str:
+        # OPTIONS reports it: the names of the three APIViews this viewset replaced.
+        return self.name or ("Order Detail" if self.detail else "Order List Create")
 
     @extend_schema(
         parameters=[
@@ -82,7 +138,7 @@ class OrderListCreateView(APIView):
         responses={200: OrderPageSerializer, **problem_responses(400, 401, 429)},
         operation_id="v1_orders_list",
     )
-    def get(self, request):
+    def list(self, request):
         query = OrderListQuerySerializer(data=request.query_params)
         query.is_valid(raise_exception=True)
         orders = order_list_for_client(
@@ -92,45 +148,11 @@ class OrderListCreateView(APIView):
         )
         paginator = NewestFirstCursorPagination()
         page = paginator.paginate_queryset(orders, request, view=self)
-        return paginator.get_paginated_response(OrderOutputSerializer(page, many=True).data)
+        return paginator.get_paginated_response(_render_orders(page))
 
     @extend_schema(
         request=OrderCreateInputSerializer,
-        parameters=[
-            OpenApiParameter(
-                IDEMPOTENCY_HEADER,
-                {
-                    "type": "string",
-                    "minLength": 1,
-                    "maxLength": MAX_KEY_LENGTH,
-                    # Printable ASCII; `""` is the quoted form of the empty key.
-                    "pattern": r'^(?!""$)[ -~]+$',
-                },
-                OpenApiParameter.HEADER,
-                required=True,
-                description=(
-                    f"1–{MAX_KEY_LENGTH} printable ASCII characters; the RFC 8941 quoted "
-                    'form (`"abc"`) equals the bare one.'
-                ),
-            ),
-            OpenApiParameter(
-                "Location",
-                OpenApiTypes.STR,
-                OpenApiParameter.HEADER,
-                required=True,
-                description="The order's URL.",
-                response=[201],
-            ),
-            OpenApiParameter(
-                REPLAYED_HEADER,
-                OpenApiTypes.STR,
-                OpenApiParameter.HEADER,
-                required=True,
-                enum=["true", "false"],
-                description="`true` when the response is replayed from an earlier request.",
-                response=[201, 422],
-            ),
-        ],
+        parameters=_CREATE_PARAMETERS,
         responses={
             201: OrderOutputSerializer,
             **problem_responses(400, 401, 409, 413, 415, 422, 429),
@@ -141,81 +163,35 @@ class OrderListCreateView(APIView):
             "422 `product_unavailable`; 429 `rate_limited`."
         ),
     )
-    def post(self, request):
-        key = idempotency_key_parse(request.headers.get(IDEMPOTENCY_HEADER))
-        payload = request.data
-        serializer = OrderCreateInputSerializer(data=payload)
-        serializer.is_valid(raise_exception=True)
-        data = serializer.validated_data
-        email = data["email"].lower()
-
-        outcome = idempotency_claim(
-            client=request.user, key=key, fingerprint=request_fingerprint(payload)
-        )
-        if isinstance(outcome, StoredResponse):
-            metrics.IDEMPOTENT_REPLAYS.inc()
-            return _stored_to_http(outcome, replayed=True)
-        claim = outcome
-        try:
-            # Only a request that claimed a new key counts against the creation limit.
-            rate_limit_enforce(
-                request,
-                scope="order_create",
-                identity=f"{request.user.pk}:{email}",
-                rate=settings.ORDER_RATE_LIMIT,
-            )
-        except BaseException:
-            # Limited (429, not stored) or the limiter itself failed (5xx): either way the
-            # key must be free for the retry, not held until its lease runs out.
-            idempotency_release(claim=claim)
-            raise
-
-        def create() -> StoredResponse:
-            order = order_create(
-                client=request.user,
-                email=email,
-                lines=[OrderLine(item["product_id"], item["quantity"]) for item in data["items"]],
-            )
-            return StoredResponse(
-                status=201,
-                body=JSONRenderer().render(OrderOutputSerializer(order).data),
-                headers={"Content-Type": "application/json", "Location": order_location(order.pk)},
-                order_id=order.pk,
-            )
-
-        stored = idempotent_execute(claim=claim, operation=create, stored_errors=STORED_REFUSALS)
-        metrics.ORDERS_CREATED.labels(outcome=_outcome_label(stored)).inc()
-        return _stored_to_http(stored, replayed=False)
-
-
-def _outcome_label(stored: StoredResponse) -> str:
-    if stored.status == 201:
-        return "created"
-    return {409: InsufficientStock.code, 422: ProductUnavailable.code}.get(stored.status, "other")
-
-
-@extend_schema(tags=["orders"])
-class OrderDetailView(APIView):
-    permission_classes = [HasApiKey]
+    @idempotent_create(
+        input_serializer=OrderCreateInputSerializer,
+        limit=_limit_per_customer,
+        stored_errors=STORED_REFUSALS,
+        count_outcome=_count_created,
+    )
+    def create(self, request, data):
+        lines = [OrderLine(item["product_id"], item["quantity"]) for item in data["items"]]
+        order = order_create(client=request.user, email=data["email"], lines=lines)
+        headers = {"Location": order_location(order.pk)}
+        return Response(_render_order(order), status=201, headers=headers)
 
     @extend_schema(responses={200: OrderOutputSerializer, **problem_responses(401, 404, 429)})
-    def get(self, request, order_id):
-        order = order_get_for_client(client=request.user, order_id=order_id)
-        if order is None:
-            raise OrderNotFound("No such order.")
-        return Response(OrderOutputSerializer(order).data)
-
-
-@extend_schema(tags=["orders"])
-class OrderCancelView(APIView):
-    permission_classes = [HasApiKey]
+    def retrieve(self, request, order_id):
+        return Response(_render_order(_client_order(request, order_id)))
 
     @extend_schema(
         request=None,
         responses={200: OrderOutputSerializer, **problem_responses(401, 404, 409, 429)},
         description="409 `order_not_cancellable` once the order is paid.",
     )
-    def post(self, request, order_id):
+    @action(detail=True, methods=["post"], name="Order Cancel")
+    def cancel(self, request, order_id):
         order_cancel(order_id=order_id, client=request.user, reason=CancelReason.CUSTOMER_REQUESTED)
-        order = order_get_for_client(client=request.user, order_id=order_id)
-        return Response(OrderOutputSerializer(order).data)
+        return Response(_render_order(_client_order(request, order_id)))
+
+
+def _client_order(request, order_id) -> Order:
+    order = order_get_for_client(client=request.user, order_id=order_id)
+    if order is None:
+        raise OrderNotFound("No such order.")
+    return order

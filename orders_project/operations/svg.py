@@ -150,8 +150,22 @@ def bar_chart(
         f'aria-label="{escape(title)}" xmlns="http://www.w3.org/2000/svg" font-size="11">',
         f"<title>{escape(title)}</title>",
     ]
+    out.extend(_legend(series, line, box=box))
+    out.extend(_grid_and_axis(ticks, y_max, box=box, tick_format=tick_format))
+    out.extend(_stacked_bars(values, series, titles, y_max, box=box, value_format=value_format))
+    out.extend(_bucket_labels(labels, label_every, box=box))
+    has_points = line is not None and any(v is not None for v in line.values)
+    if line and has_points:
+        out.extend(_line(line, titles=titles, box=box))
+    if not any(totals) and not has_points:
+        out.append(_empty_text(empty_text, box=box))
+    out.append("</svg>")
+    return "".join(out)
 
-    # Legend, top left: a swatch per series, a stroke for the line.
+
+def _legend(series: Sequence[Series], line: Line | None, *, box: _Box) -> list[str]:
+    """Top left: a swatch per series, a stroke for the line."""
+    out = []
     x = float(box.left)
     for s in series:
         out.append(_el("rect", x=x, y=8, width=11, height=11, rx=2, fill=s.color))
@@ -162,8 +176,13 @@ def bar_chart(
             _el("line", x1=x, y1=13.5, x2=x + 16, y2=13.5, stroke=line.color, stroke_width=2.5)
         )
         out.append(_el("text", escape(line.label), class_="legend", x=x + 21, y=17))
+    return out
 
-    # Grid and left axis.
+
+def _grid_and_axis(
+    ticks: Sequence[float], y_max: float, *, box: _Box, tick_format: Formatter
+) -> list[str]:
+    out = []
     for tick in ticks:
         ty = box.y(tick, y_max)
         out.append(
@@ -191,8 +210,20 @@ def bar_chart(
             stroke="#999",
         )
     )
+    return out
 
-    # Bars, stacked bottom to top in series order.
+
+def _stacked_bars(
+    values: Sequence[Sequence[float]],
+    series: Sequence[Series],
+    titles: Sequence[str],
+    y_max: float,
+    *,
+    box: _Box,
+    value_format: Formatter,
+) -> list[str]:
+    """Stacked bottom to top in series order; zero segments are not drawn."""
+    out = []
     bar_w = max(box.slot * 0.74, 1.0)
     for i, row in enumerate(values):
         bx = box.centre(i) - bar_w / 2
@@ -216,41 +247,37 @@ def bar_chart(
                 )
             )
             base += value
+    return out
 
-    # X labels: every `label_every`-th bucket, centred under its bar; "" leaves a bucket bare.
-    for i, label in enumerate(labels):
-        if label and i % label_every == 0:
-            out.append(
-                _el(
-                    "text",
-                    escape(label),
-                    class_="tick",
-                    x=box.centre(i),
-                    y=box.bottom_y + 16,
-                    text_anchor="middle",
-                    fill="#666",
-                )
-            )
 
-    has_points = line is not None and any(v is not None for v in line.values)
-    if line and has_points:
-        out.extend(_line(line, titles=titles, box=box))
-
-    if not any(totals) and not has_points:
-        out.append(
-            _el(
-                "text",
-                escape(empty_text),
-                class_="empty",
-                x=box.left + box.plot_w / 2,
-                y=box.top + box.plot_h / 2 + 5,
-                text_anchor="middle",
-                font_size=15,
-                fill="#888",
-            )
+def _bucket_labels(labels: Sequence[str], label_every: int, *, box: _Box) -> list[str]:
+    """Every `label_every`-th bucket, centred under its bar; "" leaves a bucket bare."""
+    return [
+        _el(
+            "text",
+            escape(label),
+            class_="tick",
+            x=box.centre(i),
+            y=box.bottom_y + 16,
+            text_anchor="middle",
+            fill="#666",
         )
-    out.append("</svg>")
-    return "".join(out)
+        for i, label in enumerate(labels)
+        if label and i % label_every == 0
+    ]
+
+
+def _empty_text(text: str, *, box: _Box) -> str:
+    return _el(
+        "text",
+        escape(text),
+        class_="empty",
+        x=box.left + box.plot_w / 2,
+        y=box.top + box.plot_h / 2 + 5,
+        text_anchor="middle",
+        font_size=15,
+        fill="#888",
+    )
 
 
 @dataclass(frozen=True)

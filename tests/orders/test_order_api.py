@@ -7,11 +7,13 @@ import uuid
 from decimal import Decimal
 
 import pytest
+from django.db import connection
 
 from catalog.models import Product
 from orders.models import CancelReason, Order, OrderStatus
 from orders.services import order_mark_paid
 from outbox.models import OutboxEvent
+from payments.models import Payment, PaymentStatus
 from tests.common.helpers import assert_problem
 from tests.factories import make_product
 from tests.orders.helpers import (
@@ -228,6 +230,37 @@ def test_list_paginates_with_cursors_without_skipping_or_repeating(settings):
     # and the previous link of the last page leads back
     back = http.get(page["previous"]).json()
     assert [o["id"] for o in back["results"]] == seen[3:6]
+
+
+def test_list_shows_each_orders_payment_read_once_per_page(settings):
+    # given three orders whose payments the provider has answered
+    settings.ORDER_RATE_LIMIT = "1000/60s"
+    _, _, http = new_api()
+    product = make_product(stock=10)
+    ids = [_create(http, [(product, 1)])["id"] for _ in range(3)]
+    provider_ids = {order_id: f"pay_{uuid.uuid4().hex}" for order_id in ids}
+    for order_id, provider_id in provider_ids.items():
+        Payment.objects.filter(order_id=order_id).update(
+            status=PaymentStatus.SUCCEEDED, provider_payment_id=provider_id
+        )
+
+    # when the page is listed, counting the reads of payments
+    payment_reads: list[str] = []
+
+    def count_payment_reads(execute, sql, params, many, context):
+        if "payments_payment" in sql:
+            payment_reads.append(sql)
+        return execute(sql, params, many, context)
+
+    with connection.execute_wrapper(count_payment_reads):
+        page = http.get(ORDERS_URL, {"page_size": 3}).json()
+
+    # then every order shows its own payment, read in one query for the whole page
+    assert {order["id"]: order["payment"] for order in page["results"]} == {
+        order_id: {"status": "succeeded", "provider_payment_id": provider_id}
+        for order_id, provider_id in provider_ids.items()
+    }
+    assert len(payment_reads) == 1
 
 
 @pytest.mark.parametrize(

@@ -35,9 +35,9 @@ from tests.together import StartLine, wait_threads
 @pytest.fixture(autouse=True)
 def limiter_not_paused():
     """A fail-open pause left by one test would let the next one through unlimited."""
-    ratelimit._paused_until = 0.0
+    ratelimit.fail_open_breaker.reset()
     yield
-    ratelimit._paused_until = 0.0
+    ratelimit.fail_open_breaker.reset()
 
 
 def assert_rate_limited(response, *, limit: int) -> None:
@@ -201,4 +201,4 @@ def test_limiter_fails_open_when_redis_is_unreachable(caplog):
     fail_open_after = REGISTRY.get_sample_value("orders_rate_limiter_fail_open_total")
     assert fail_open_after >= fail_open_before + 2
     assert any("failing open" in record.getMessage() for record in caplog.records)
-    assert ratelimit._paused_until > 0
+    assert ratelimit.fail_open_breaker.tripped

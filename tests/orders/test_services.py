@@ -14,6 +14,7 @@ from catalog.errors import InsufficientStock, ProductUnavailable
 from catalog.models import Product
 from catalog.services import stock_release, stock_reserve
 from orders.errors import OrderNotCancellable, OrderNotFound
+from orders.history import StatusActor
 from orders.models import CancelReason, Order, OrderStatus
 from orders.services import (
     InvalidTransition,
@@ -243,7 +244,10 @@ def test_transition_is_a_conditional_update_that_a_stale_copy_loses(client_row):
     # when the stale copy tries its own transition
     with pytest.raises(InvalidTransition) as lost, transaction.atomic():
         _order_transition(
-            order=stale, to=OrderStatus.CANCELLED, reason=CancelReason.CUSTOMER_REQUESTED
+            order=stale,
+            to=OrderStatus.CANCELLED,
+            actor=StatusActor.for_client(client_row),
+            reason=CancelReason.CUSTOMER_REQUESTED,
         )
 
     # then the row count said no, and the stored order is untouched

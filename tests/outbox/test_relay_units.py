@@ -13,8 +13,9 @@ from django.utils import timezone
 from prometheus_client import REGISTRY
 
 import outbox.sink
+from outbox.locks import OUTBOX_WORK
 from outbox.models import OutboxEvent, OutboxStatus
-from outbox.relay import backoff_seconds, breaker, relay_once, relay_until_idle
+from outbox.relay import breaker, relay_once, relay_until_idle
 from outbox.sink import PoisonEvent, sink_publish, stream_fields
 from scripts.servers import free_port
 from tests.outbox.helpers import (
@@ -34,7 +35,7 @@ def _counter(name: str) -> float:
 def test_backoff_grows_1_2_4_8_16_with_20_percent_jitter(settings):
     settings.OUTBOX_BACKOFF = [1, 2, 4, 8, 16]
     for attempt, base in enumerate([1, 2, 4, 8, 16], start=1):
-        delays = {backoff_seconds(attempt) for _ in range(200)}
+        delays = {OUTBOX_WORK.retry_delay(attempt) for _ in range(200)}
         assert min(delays) >= 0.8 * base and max(delays) <= 1.2 * base
         assert max(delays) - min(delays) > 0.2 * base  # jittered, not a fixed delay
 

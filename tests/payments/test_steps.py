@@ -15,13 +15,13 @@ import pytest
 import requests
 
 import payments.locks
-import payments.services
 from catalog.models import Product
 from orders.models import CancelReason, OrderStatus
 from orders.services import OrderLine, order_cancel, order_create
-from payments.fake_provider import FakeProvider, ProviderConfig, make_handler
+from payments.fake_provider import FakeProvider, ProviderConfig
+from payments.fake_provider_http import make_handler
 from payments.models import Payment, PaymentStatus
-from payments.services import payment_steps_run
+from payments.steps import payment_steps_run
 from scripts.servers import free_port
 from tests.factories import make_api_client, make_product
 from tests.payments.helpers import (
@@ -163,10 +163,11 @@ def test_a_payment_settled_between_its_claim_and_its_step_is_released(monkeypatc
         client=client, email=unique_email(), lines=[OrderLine(product_id=product.pk, quantity=1)]
     )
     monkeypatch.setattr(
-        payments.locks,
-        "_CLAIM_SQL",
-        payments.locks._CLAIM_SQL.replace(
-            "attempts = p.attempts + 1", "attempts = p.attempts + 1, status = 'succeeded'"
+        payments.locks.PAYMENT_STEP_WORK,
+        "claim_sql",
+        payments.locks.PAYMENT_STEP_WORK.claim_sql.replace(
+            "attempts = claimed.attempts + 1",
+            "attempts = claimed.attempts + 1, status = 'succeeded'",
         ),
     )
 

@@ -26,8 +26,8 @@ from orders.models import CancelReason, Order, OrderItem, OrderStatus
 from orders.services import OrderLine, order_create
 from outbox.models import OutboxEvent
 from payments.models import Payment, PaymentStatus, WebhookInboxEntry, WebhookStatus
-from payments.services import webhook_retry_waiting
 from payments.signatures import webhook_sign
+from payments.webhooks import webhook_retry_waiting
 from tests.factories import make_api_client, make_product
 from tests.payments.helpers import (
     OLD_WEBHOOK_SECRET,
@@ -90,7 +90,7 @@ def snapshot(placed: Placed) -> dict:
     order = Order.objects.get(pk=placed.order.pk)
     return {
         "inbox": WebhookInboxEntry.objects.count(),
-        "order": (order.status, order.cancel_reason, order.event_version, order.payment_status),
+        "order": (order.status, order.cancel_reason, order.event_version),
         "stock": Product.objects.get(pk=placed.product.pk).stock,
         "outbox": OutboxEvent.objects.count(),
         "payment": Payment.objects.get(order_id=order.pk).status,

@@ -30,9 +30,9 @@ from tests.together import StartLine, wait_threads
 @pytest.fixture(autouse=True)
 def limiter_not_paused():
     """A fail-open pause left by another test would let every request through unlimited."""
-    ratelimit._paused_until = 0.0
+    ratelimit.fail_open_breaker.reset()
     yield
-    ratelimit._paused_until = 0.0
+    ratelimit.fail_open_breaker.reset()
 
 
 def fresh_address() -> str:

@@ -25,9 +25,9 @@ PROXY = "172.18.0.5"  # nginx, as gunicorn sees it in docker-compose
 @pytest.fixture(autouse=True)
 def limiter_not_paused():
     """A fail-open pause left by another test would let every request through unlimited."""
-    ratelimit._paused_until = 0.0
+    ratelimit.fail_open_breaker.reset()
     yield
-    ratelimit._paused_until = 0.0
+    ratelimit.fail_open_breaker.reset()
 
 
 _counter = itertools.count(1)

@@ -7,7 +7,8 @@ from pathlib import Path
 from django.conf import settings
 from django.core.management.base import BaseCommand
 
-from payments.fake_provider import Chaos, ProviderConfig, serve
+from payments.fake_provider import Chaos, ProviderConfig
+from payments.fake_provider_http import serve
 
 
 def _raise_interrupt(signum, frame):
