@@ -35,15 +35,21 @@ RATE_LIMIT_FAIL_OPEN = Counter(
     "orders_rate_limiter_fail_open_total", "Requests let through because Redis was unreachable"
 )
 
-# KEYS[1]: the window's sorted set. ARGV: window in ms, limit, a unique member.
-# Returns {admitted (0/1), remaining, ms until a slot frees}.
-_SLIDING_WINDOW = """
+# Both scripts start the same way: Redis time in ms, the window trimmed, the rest counted.
+# KEYS[1]: the window's sorted set. ARGV: window in ms, limit (, a unique member).
+_TRIM_AND_COUNT = """
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local window = tonumber(ARGV[1])
 local limit = tonumber(ARGV[2])
 redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now - window)
 local count = redis.call('ZCARD', KEYS[1])
+"""
+
+# Counts one request if it fits. Returns {admitted (0/1), remaining, ms until a slot frees}.
+_SLIDING_WINDOW = (
+    _TRIM_AND_COUNT
+    + """
 if count < limit then
   redis.call('ZADD', KEYS[1], now, ARGV[3])
   redis.call('PEXPIRE', KEYS[1], window)
@@ -53,16 +59,13 @@ end
 local oldest = redis.call('ZRANGE', KEYS[1], 0, 0, 'WITHSCORES')
 return {0, 0, tonumber(oldest[2]) + window - now}
 """
+)
 
-# The same window, only read (after trimming): KEYS[1], ARGV window in ms, limit.
-# Returns {under the limit (0/1), remaining, ms until a slot frees (0 when none is used)}.
-_SLIDING_WINDOW_PEEK = """
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-local window = tonumber(ARGV[1])
-local limit = tonumber(ARGV[2])
-redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now - window)
-local count = redis.call('ZCARD', KEYS[1])
+# The same window, only read. Returns {under the limit (0/1), remaining, ms until a slot
+# frees (0 when none is used)}.
+_SLIDING_WINDOW_PEEK = (
+    _TRIM_AND_COUNT
+    + """
 if count == 0 then
   return {1, limit, 0}
 end
@@ -73,6 +76,7 @@ if count < limit then
 end
 return {admitted, math.max(limit - count, 0), tonumber(oldest[2]) + window - now}
 """
+)
 
 _FAIL_OPEN_PAUSE_SECONDS = 5.0
 # Open while Redis is unreachable: requests fail open without asking it.

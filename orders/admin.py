@@ -19,10 +19,9 @@ from orders.services import order_cancel
 from outbox.selectors import outbox_events_for_aggregate
 
 
-class OrderItemInline(admin.TabularInline):
-    model = OrderItem
-    fields = ("sku", "name", "unit_price", "quantity", "line_total", "product")
-    readonly_fields = fields
+class _ReadOnlyInline(admin.TabularInline):
+    """Rows of the order's own record: shown, never added, changed or deleted here."""
+
     extra = 0
     can_delete = False
 
@@ -33,7 +32,13 @@ class OrderItemInline(admin.TabularInline):
         return False
 
 
-class OrderStatusChangeInline(admin.TabularInline):
+class OrderItemInline(_ReadOnlyInline):
+    model = OrderItem
+    fields = ("sku", "name", "unit_price", "quantity", "line_total", "product")
+    readonly_fields = fields
+
+
+class OrderStatusChangeInline(_ReadOnlyInline):
     """The order's status history (who, what, when, why), oldest first, newest last."""
 
     model = OrderStatusChange
@@ -52,14 +57,6 @@ class OrderStatusChangeInline(admin.TabularInline):
     )
     readonly_fields = fields
     ordering = ("event_version",)
-    extra = 0
-    can_delete = False
-
-    def has_add_permission(self, request, obj=None) -> bool:
-        return False
-
-    def has_change_permission(self, request, obj=None) -> bool:
-        return False
 
     def has_view_permission(self, request, obj=None) -> bool:
         # The history is part of the order: whoever may see the order sees it, without a
