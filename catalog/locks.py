@@ -1,7 +1,11 @@
 """The only place that takes row locks on catalog rows.
 
 Locks are always taken in primary-key order, so two transactions that lock overlapping
-sets of products queue behind each other instead of deadlocking.
+sets of products queue behind each other instead of deadlocking. They are FOR NO KEY UPDATE:
+stock changes touch no key, and a plain FOR UPDATE would also conflict with the KEY SHARE
+lock that every order item INSERT's foreign-key check takes on its product, so a path that
+inserts items before it locks their products would deadlock against another that locks
+first.
 """
 
 from __future__ import annotations
@@ -13,13 +17,15 @@ from catalog.models import Product
 
 
 def lock_products(*, product_ids: Iterable[UUID]) -> dict[UUID, Product]:
-    """Lock the given products (FOR UPDATE, pk order) and return them by id.
+    """Lock the given products (FOR NO KEY UPDATE, pk order) and return them by id.
 
     Precondition: inside transaction.atomic(). Unknown ids are simply absent.
     """
     ids = sorted(set(product_ids))
     # list() evaluates the queryset: a lazy select_for_update() would take no lock.
-    products = list(Product.objects.select_for_update().filter(pk__in=ids).order_by("pk"))
+    products = list(
+        Product.objects.select_for_update(no_key=True).filter(pk__in=ids).order_by("pk")
+    )
     return {product.pk: product for product in products}
 
 

@@ -450,7 +450,7 @@ def test_a_failed_payment_locks_the_order_then_the_products_then_the_payment():
     product_lock = next(
         i
         for i, sql in enumerate(statements)
-        if 'FROM "catalog_product"' in sql and "FOR UPDATE" in sql
+        if 'FROM "catalog_product"' in sql and "FOR NO KEY UPDATE" in sql
     )
     payment_write = next(
         i for i, sql in enumerate(statements) if sql.startswith('UPDATE "payments_payment"')
