@@ -1,9 +1,17 @@
 """`X-API-Key` authentication for DRF. Product reads are public; order views require a key.
 
 Failed key lookups are throttled per client address (`API_KEY_FAILURE_RATE_LIMIT`): only
-failures count, so a client with a correct key is never slowed by its own traffic; once an
-address is over the limit, every key it sends is refused with 429 before it is looked up,
-so guessing keys costs the guesser a window per `limit` tries and costs us one Redis call.
+failures count, so a client with a correct key is never slowed by its own traffic, and a
+correct key costs no Redis call at all. Every failed lookup is counted in Redis (atomically:
+of N concurrent wrong keys against a limit of k, exactly k get 401). Once an address has no
+failure left, the process that counted it remembers until when, and refuses every key that
+address sends (a right one too) with 429 before looking it up.
+
+The bound: refusals are learnt per process, from the misses that process counted. A process
+that has not yet seen the address fail looks up at most one more key from it per window
+slot before it learns the refusal (that miss is still counted, and answered 429); so beyond
+the `limit` failures a window allows, a guesser gets at most one lookup per web process each
+time its oldest failure leaves the window.
 """
 
 from __future__ import annotations
@@ -16,8 +24,8 @@ from core.client_address import client_throttle_key
 from core.ratelimit import (
     RateLimited,
     attach_rate_limit_headers,
-    rate_limit_hit,
-    rate_limit_peek,
+    failure_limit_count,
+    failure_limit_known_refusal,
 )
 
 API_KEY_HEADER = "X-API-Key"
@@ -31,15 +39,17 @@ class ApiKeyAuthentication(authentication.BaseAuthentication):
             return None
         identity = f"ip:{client_throttle_key(request)}"
         rate = settings.API_KEY_FAILURE_RATE_LIMIT
-        standing = rate_limit_peek(scope=API_KEY_FAILURE_SCOPE, identity=identity, rate=rate)
-        if not standing.allowed:
-            attach_rate_limit_headers(request, standing)
-            raise RateLimited(standing)
+        refusal = failure_limit_known_refusal(
+            scope=API_KEY_FAILURE_SCOPE, identity=identity, rate=rate
+        )
+        if refusal is not None:
+            attach_rate_limit_headers(request, refusal)
+            raise RateLimited(refusal)
         client = api_client_get_by_key(key=key)
         if client is None:
             # Counted atomically: of N concurrent wrong keys against a limit of k, exactly k
-            # are told "unknown key" and the rest "too many", whatever passed the peek above.
-            failure = rate_limit_hit(scope=API_KEY_FAILURE_SCOPE, identity=identity, rate=rate)
+            # are told "unknown key" and the rest "too many", whatever passed the check above.
+            failure = failure_limit_count(scope=API_KEY_FAILURE_SCOPE, identity=identity, rate=rate)
             attach_rate_limit_headers(request, failure)
             if not failure.allowed:
                 raise RateLimited(failure)

@@ -6,21 +6,34 @@ through. Time comes from the Redis server, so every web process agrees on the wi
 When Redis is unreachable the limiter fails open (the request passes, a metric counts it)
 and, for a few seconds, stops asking so an outage does not add a timeout to every request.
 
-`rate_limit_peek` asks the same question without counting: a throttle that counts only
-failures (API-key authentication) refuses an address that is already over its limit before
-doing any work, and counts with `rate_limit_hit` once the work has failed.
+One script serves every limit and is sent once per process (EVALSHA, EVAL on NOSCRIPT).
+It counts several windows in one call, so a request that must pass two limits costs one
+round trip: a handler marked `@settles_api_rate_limit` (idempotent creation) is not counted
+by `ApiRateThrottle` up front; the API limit rides along with the first limit the handler
+enforces (`rate_limit_enforce`), and any other way out of the handler (a replay, a 400, a
+409) counts it alone, so every request still counts once against the API limit.
+
+A throttle that counts only failures (API-key authentication) uses `failure_limit_count`
+after the work failed and `failure_limit_known_refusal` before doing it: the latter answers
+from what this process learnt at its last counted failure, without a round trip.
 """
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import logging
+import math
+import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 from django.conf import settings
 from django_redis import get_redis_connection
 from prometheus_client import Counter
+from redis.exceptions import NoScriptError
 from rest_framework.exceptions import Throttled
 from rest_framework.throttling import BaseThrottle
 
@@ -35,48 +48,36 @@ RATE_LIMIT_FAIL_OPEN = Counter(
     "orders_rate_limiter_fail_open_total", "Requests let through because Redis was unreachable"
 )
 
-# Both scripts start the same way: Redis time in ms, the window trimmed, the rest counted.
-# KEYS[1]: the window's sorted set. ARGV: window in ms, limit (, a unique member).
-_TRIM_AND_COUNT = """
+# Counts one request against each window in turn, all in one call. A window is counted only
+# if every window before it admitted the request (so a request refused by the API limit never
+# touches the order limit, and one refused by the order limit still counts against the API
+# limit, as two separate limiters in a row would). Stops at the first refusal.
+# KEYS: the windows' sorted sets. ARGV: a unique member, then (window ms, limit) per key.
+# Returns, per window reached, {admitted (0/1), remaining, ms until a slot frees}.
+_SLIDING_WINDOWS = """
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-local window = tonumber(ARGV[1])
-local limit = tonumber(ARGV[2])
-redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now - window)
-local count = redis.call('ZCARD', KEYS[1])
-"""
-
-# Counts one request if it fits. Returns {admitted (0/1), remaining, ms until a slot frees}.
-_SLIDING_WINDOW = (
-    _TRIM_AND_COUNT
-    + """
-if count < limit then
-  redis.call('ZADD', KEYS[1], now, ARGV[3])
-  redis.call('PEXPIRE', KEYS[1], window)
-  local oldest = redis.call('ZRANGE', KEYS[1], 0, 0, 'WITHSCORES')
-  return {1, limit - count - 1, tonumber(oldest[2]) + window - now}
+local decisions = {}
+for i, key in ipairs(KEYS) do
+  local window = tonumber(ARGV[2 * i])
+  local limit = tonumber(ARGV[2 * i + 1])
+  redis.call('ZREMRANGEBYSCORE', key, '-inf', now - window)
+  local count = redis.call('ZCARD', key)
+  local admitted = 0
+  if count < limit then
+    redis.call('ZADD', key, now, ARGV[1])
+    redis.call('PEXPIRE', key, window)
+    admitted = 1
+  end
+  local oldest = redis.call('ZRANGE', key, 0, 0, 'WITHSCORES')
+  decisions[i] = {admitted, math.max(limit - count - 1, 0), tonumber(oldest[2]) + window - now}
+  if admitted == 0 then
+    return decisions
+  end
 end
-local oldest = redis.call('ZRANGE', KEYS[1], 0, 0, 'WITHSCORES')
-return {0, 0, tonumber(oldest[2]) + window - now}
+return decisions
 """
-)
-
-# The same window, only read. Returns {under the limit (0/1), remaining, ms until a slot
-# frees (0 when none is used)}.
-_SLIDING_WINDOW_PEEK = (
-    _TRIM_AND_COUNT
-    + """
-if count == 0 then
-  return {1, limit, 0}
-end
-local oldest = redis.call('ZRANGE', KEYS[1], 0, 0, 'WITHSCORES')
-local admitted = 0
-if count < limit then
-  admitted = 1
-end
-return {admitted, math.max(limit - count, 0), tonumber(oldest[2]) + window - now}
-"""
-)
+_SLIDING_WINDOWS_SHA = hashlib.sha1(_SLIDING_WINDOWS.encode(), usedforsecurity=False).hexdigest()
 
 _FAIL_OPEN_PAUSE_SECONDS = 5.0
 # Open while Redis is unreachable: requests fail open without asking it.
@@ -98,72 +99,120 @@ class RateDecision:
         }
 
 
+@dataclass(frozen=True)
+class RateWindow:
+    """One limit to count a request against: `rate` ('5/60s') for `identity` in `scope`."""
+
+    scope: str
+    identity: str
+    rate: str
+
+
 def _key(scope: str, identity: str) -> str:
     # Hash the identity: emails and addresses never appear in Redis key names.
     digest = hashlib.sha256(identity.encode()).hexdigest()[:32]
     return f"{settings.RATE_LIMIT_KEY_PREFIX}:{scope}:{digest}"
 
 
-def _run_window_script(*, script: str, scope: str, key: str, args: list) -> list | None:
-    """Run one limiter script; None when Redis is unreachable (the caller fails open)."""
+def _run_windows_script(keys: list[str], args: list) -> list:
+    connection = get_redis_connection("default")
+    try:
+        return connection.evalsha(_SLIDING_WINDOWS_SHA, len(keys), *keys, *args)
+    except NoScriptError:
+        # First use on this Redis (or after SCRIPT FLUSH / a restart): EVAL caches it there.
+        return connection.eval(_SLIDING_WINDOWS, len(keys), *keys, *args)
+
+
+def _count_in_windows(windows: list[RateWindow]) -> list[tuple[RateDecision, int]] | None:
+    """Count one request against `windows` in one round trip: (decision, ms until a slot
+    frees) per window reached, or None when Redis is unreachable (the caller fails open)."""
     if fail_open_breaker.is_open:
         RATE_LIMIT_FAIL_OPEN.inc()
         return None
+    limits = [parse_rate(window.rate) for window in windows]
+    args: list = [uuid.uuid4().hex]
+    for limit, window_seconds in limits:
+        args += [window_seconds * 1000, limit]
     try:
-        connection = get_redis_connection("default")
-        return connection.eval(script, 1, key, *args)
+        results = _run_windows_script([_key(w.scope, w.identity) for w in windows], args)
     except Exception as exc:
         fail_open_breaker.trip()
         RATE_LIMIT_FAIL_OPEN.inc()
         logger.warning(
             "rate limiter unavailable, failing open",
-            extra={"scope": scope, "error": type(exc).__name__},
+            extra={"scope": windows[0].scope, "error": type(exc).__name__},
         )
         return None
+    decisions = []
+    for window, (limit, _), (admitted, remaining, reset_ms) in zip(
+        windows, limits, results, strict=False
+    ):
+        decision = RateDecision(
+            allowed=bool(admitted),
+            limit=limit,
+            remaining=int(remaining),
+            reset_seconds=max(1, -(-int(reset_ms) // 1000)),
+        )
+        if not decision.allowed:
+            RATE_LIMITED.labels(scope=window.scope).inc()
+        decisions.append((decision, int(reset_ms)))
+    return decisions
 
 
-def _decision(result: list, limit: int) -> RateDecision:
-    admitted, remaining, reset_ms = result
-    return RateDecision(
-        allowed=bool(admitted),
-        limit=limit,
-        remaining=int(remaining),
-        reset_seconds=max(1, -(-int(reset_ms) // 1000)),
-    )
+def _fail_open_decision(rate: str) -> RateDecision:
+    limit, window_seconds = parse_rate(rate)
+    return RateDecision(True, limit, limit, window_seconds)
 
 
 def rate_limit_hit(*, scope: str, identity: str, rate: str) -> RateDecision:
     """Count one request of `identity` against `rate` ('5/60s'); says whether it may pass."""
-    limit, window_seconds = parse_rate(rate)
-    result = _run_window_script(
-        script=_SLIDING_WINDOW,
-        scope=scope,
-        key=_key(scope, identity),
-        args=[window_seconds * 1000, limit, uuid.uuid4().hex],
-    )
-    if result is None:
-        return RateDecision(True, limit, limit, window_seconds)
-    decision = _decision(result, limit)
-    if not decision.allowed:
-        RATE_LIMITED.labels(scope=scope).inc()
+    counted = _count_in_windows([RateWindow(scope, identity, rate)])
+    return _fail_open_decision(rate) if counted is None else counted[0][0]
+
+
+# A failure throttle's refusals as this process learnt them: (scope, identity, rate) -> the
+# monotonic time until which the identity has no failure left. Bounded: an attacker cycling
+# addresses must not grow it without end; forgetting only costs a round trip.
+_known_refusals: dict[tuple[str, str, str], float] = {}
+_KNOWN_REFUSALS_MAX = 10_000
+
+
+def failure_limit_count(*, scope: str, identity: str, rate: str) -> RateDecision:
+    """Count one failure of `identity` (one round trip) and remember, in this process, until
+    when it has none left, for `failure_limit_known_refusal`."""
+    counted = _count_in_windows([RateWindow(scope, identity, rate)])
+    if counted is None:
+        return _fail_open_decision(rate)
+    decision, reset_ms = counted[0]
+    if decision.remaining == 0:
+        if len(_known_refusals) >= _KNOWN_REFUSALS_MAX:
+            _forget_expired_refusals()
+        _known_refusals[(scope, identity, rate)] = time.monotonic() + reset_ms / 1000
     return decision
 
 
-def rate_limit_peek(*, scope: str, identity: str, rate: str) -> RateDecision:
-    """Whether `identity` is still under `rate`, without counting anything."""
-    limit, window_seconds = parse_rate(rate)
-    result = _run_window_script(
-        script=_SLIDING_WINDOW_PEEK,
-        scope=scope,
-        key=_key(scope, identity),
-        args=[window_seconds * 1000, limit],
-    )
-    if result is None:
-        return RateDecision(True, limit, limit, window_seconds)
-    decision = _decision(result, limit)
-    if not decision.allowed:
-        RATE_LIMITED.labels(scope=scope).inc()
-    return decision
+def failure_limit_known_refusal(*, scope: str, identity: str, rate: str) -> RateDecision | None:
+    """The refusal of `identity` if this process learnt, at its last counted failure, that it
+    has no failure left until later than now; None otherwise. No round trip."""
+    blocked_until = _known_refusals.get((scope, identity, rate))
+    if blocked_until is None:
+        return None
+    left = blocked_until - time.monotonic()
+    if left <= 0:
+        _known_refusals.pop((scope, identity, rate), None)
+        return None
+    limit, _ = parse_rate(rate)
+    RATE_LIMITED.labels(scope=scope).inc()
+    return RateDecision(False, limit, 0, max(1, math.ceil(left)))
+
+
+def _forget_expired_refusals() -> None:
+    now = time.monotonic()
+    for entry, blocked_until in list(_known_refusals.items()):
+        if blocked_until <= now:
+            _known_refusals.pop(entry, None)
+    if len(_known_refusals) >= _KNOWN_REFUSALS_MAX:
+        _known_refusals.clear()
 
 
 class RateLimited(Throttled):
@@ -183,21 +232,73 @@ def attach_rate_limit_headers(request, decision: RateDecision) -> None:
 
 
 def rate_limit_enforce(request, *, scope: str, identity: str, rate: str) -> RateDecision:
-    decision = rate_limit_hit(scope=scope, identity=identity, rate=rate)
-    attach_rate_limit_headers(request, decision)
-    if not decision.allowed:
-        raise RateLimited(decision)
-    return decision
+    """Count one request against `rate`, and against the API limit too when that is still
+    pending on the request (`settles_api_rate_limit`), in one round trip; 429 when over."""
+    django_request = getattr(request, "_request", request)
+    windows = [RateWindow(scope, identity, rate)]
+    pending = getattr(django_request, "api_rate_limit_pending", None)
+    if pending is not None:
+        windows.insert(0, pending)
+        django_request.api_rate_limit_pending = None
+    counted = _count_in_windows(windows)
+    if counted is None:
+        counted = [(_fail_open_decision(window.rate), 0) for window in windows]
+    for decision, _ in counted:
+        attach_rate_limit_headers(request, decision)
+    last, _ = counted[-1]
+    if not last.allowed:
+        raise RateLimited(last)
+    return last
+
+
+def _api_window(request) -> RateWindow:
+    client_pk = getattr(getattr(request, "user", None), "pk", None)
+    # Not DRF's get_ident: it believes whatever X-Forwarded-For the client sends.
+    identity = f"client:{client_pk}" if client_pk else f"ip:{client_throttle_key(request)}"
+    return RateWindow("api", identity, settings.API_RATE_LIMIT)
+
+
+def api_rate_limit_settle(request) -> None:
+    """Count the request against the API limit if nothing has yet (429 when over)."""
+    django_request = getattr(request, "_request", request)
+    pending = getattr(django_request, "api_rate_limit_pending", None)
+    if pending is not None:
+        django_request.api_rate_limit_pending = None
+        rate_limit_enforce(
+            request, scope=pending.scope, identity=pending.identity, rate=pending.rate
+        )
+
+
+def settles_api_rate_limit(handler: Callable) -> Callable:
+    """Mark a view handler `(view, request, ...)` that enforces a limit of its own on its main
+    path: `ApiRateThrottle` leaves the API limit to ride along with it (one round trip for
+    both), and every other way out of the handler counts the API limit alone, as before.
+    A 429 from the API limit wins over the handler's own error, as it did up front."""
+
+    @functools.wraps(handler)
+    def settling(view: Any, request: Any, *args: Any, **kwargs: Any) -> Any:
+        try:
+            response = handler(view, request, *args, **kwargs)
+        except Exception:
+            api_rate_limit_settle(request)
+            raise
+        api_rate_limit_settle(request)
+        return response
+
+    settling.settles_api_rate_limit = True  # type: ignore[attr-defined]
+    return settling
 
 
 class ApiRateThrottle(BaseThrottle):
     """Per-client limit on every API request (per address for requests without a key)."""
 
     def allow_request(self, request, view) -> bool:
-        client_pk = getattr(getattr(request, "user", None), "pk", None)
-        # Not DRF's get_ident: it believes whatever X-Forwarded-For the client sends.
-        identity = f"client:{client_pk}" if client_pk else f"ip:{client_throttle_key(request)}"
-        rate_limit_enforce(request, scope="api", identity=identity, rate=settings.API_RATE_LIMIT)
+        window = _api_window(request)
+        handler = getattr(view, request.method.lower(), None)
+        if getattr(handler, "settles_api_rate_limit", False):
+            getattr(request, "_request", request).api_rate_limit_pending = window
+            return True
+        rate_limit_enforce(request, scope=window.scope, identity=window.identity, rate=window.rate)
         return True
 
 

@@ -140,6 +140,9 @@ MIDDLEWARE = [
     "core.ratelimit.RateLimitHeadersMiddleware",
     "django.middleware.security.SecurityMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
+    # From here to ApiPathsEnd: the admin's (and HTML pages') middlewares, which /api/v1/ and
+    # the probes skip (core/api_middleware.py); they keep CommonMiddleware.
+    "core.api_middleware.ApiPathsMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
@@ -149,6 +152,7 @@ MIDDLEWARE = [
     "simple_history.middleware.HistoryRequestMiddleware",
     # Turns a login that django-axes refused or locked into the 429 lockout page.
     "axes.middleware.AxesMiddleware",
+    "core.api_middleware.ApiPathsEnd",
     # django-prometheus' After middleware with a bounded `method` label (no label from input).
     "core.prometheus_middleware.BoundedLabelsAfterMiddleware",
 ]
@@ -173,7 +177,8 @@ TEMPLATES = [
 
 DATABASE_URL = os.environ.get("DATABASE_URL", "postgres://postgres@127.0.0.1:5432/orders")
 DATABASES = {"default": parse_database_url(DATABASE_URL)}
-DATABASES["default"]["ENGINE"] = "django_prometheus.db.backends.postgresql"
+# Django's engine plus django-prometheus' db metrics tallied per request (core/db_metrics.py).
+DATABASES["default"]["ENGINE"] = "core.db_engine"
 DATABASES["default"]["CONN_MAX_AGE"] = env_int("DB_CONN_MAX_AGE", 60)
 DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
 DATABASES["default"].setdefault("OPTIONS", {})["connect_timeout"] = env_int("DB_CONNECT_TIMEOUT", 5)

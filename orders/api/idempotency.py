@@ -31,6 +31,7 @@ from rest_framework.serializers import Serializer
 
 from clients.models import ApiClient
 from core.problems import DomainError
+from core.ratelimit import api_rate_limit_settle, settles_api_rate_limit
 from orders import metrics
 from orders.idempotency import (
     Claim,
@@ -76,8 +77,10 @@ def idempotent_create(
                 client=client, key=key, fingerprint=request_fingerprint(payload)
             )
             if isinstance(outcome, StoredResponse):
+                api_rate_limit_settle(request)  # a replay counts against the API limit alone
                 metrics.IDEMPOTENT_REPLAYS.inc()
                 return _to_http(outcome, replayed=True)
+            # The creation limit and the request's API limit, in one script call.
             _count_or_release(claim=outcome, count=lambda: limit(request, data))
             stored = idempotent_execute(
                 claim=outcome,
@@ -87,7 +90,8 @@ def idempotent_create(
             count_outcome(stored.status)
             return _to_http(stored, replayed=False)
 
-        return create
+        # The API limit is counted with the creation limit above, or alone on any other exit.
+        return settles_api_rate_limit(create)
 
     return decorate
 

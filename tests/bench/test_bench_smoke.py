@@ -40,6 +40,7 @@ SMOKE_RUNS = {
     "relay_orders_load.py": "test_relay_orders_load_smoke",
     "relay_bench.py": "test_relay_bench_smoke",
     "order_list_bench.py": "test_order_list_bench_smoke",
+    "seed_scale.py": "test_seed_scale_smoke",
     "loadgen.py": "test_command_line_of_benches_run_elsewhere",
     "fault_drill.py": "test_command_line_of_benches_run_elsewhere",
 }
@@ -272,6 +273,25 @@ def test_order_list_bench_smoke(private_database, tmp_path):
         r"\d+ queries/request, p50 \d+\.\d ms",
         output,
     )
+
+
+def test_seed_scale_smoke(private_database, tmp_path):
+    # given the admin data-scale benchmark in its CI size (--smoke: 2 000 orders by COPY)
+    args = ["--smoke", "--database-url", private_database, "--redis-url", settings.REDIS_URL]
+
+    # when it runs
+    output = run_bench(
+        "seed_scale.py",
+        *args,
+        env=bench_env(tmp_path / "results"),
+        log=tmp_path / "seed_scale.log",
+        timeout=90,
+    )
+
+    # then it timed every admin page over those orders and explained its queries
+    for page in ("changelist", r"\?status__exact=paid", r"\?q=<email>", "operations page"):
+        figures(rf"^admin {page}: 2000 orders, \d+ queries, p50 \d+\.\d ms", output)
+    figures(r"^\s+(Limit|Sort|Aggregate|HashAggregate|Unique|Nested Loop)\b", output)
 
 
 @pytest.mark.parametrize("script", ["fault_drill.py", "loadgen.py"])

@@ -1,0 +1,36 @@
+"""Django's own PostgreSQL DatabaseWrapper plus django-prometheus' metrics, at no per-cursor cost.
+
+Only two things are added, both once per connection object or per connection opened:
+the StatementTally execute wrapper (core/db_metrics.py), and the counts of connections
+opened and failed (django_db_new_connections_total / django_db_new_connection_errors_total,
+which have no signal of their own: a failed connect never reaches connection_created).
+Cursors are Django's and psycopg's unchanged.
+"""
+
+from __future__ import annotations
+
+from django.db.backends.postgresql import base
+
+# django-prometheus ships no type information.
+from django_prometheus.db import (  # type: ignore[import-untyped]
+    connection_errors_total,
+    connections_total,
+)
+
+from core.db_metrics import StatementTally
+
+
+class DatabaseWrapper(base.DatabaseWrapper):
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.execute_wrappers.append(StatementTally(alias=self.alias, vendor=self.vendor))
+        self._connections_opened = connections_total.labels(self.alias, self.vendor)
+        self._connections_failed = connection_errors_total.labels(self.alias, self.vendor)
+
+    def get_new_connection(self, conn_params):
+        self._connections_opened.inc()
+        try:
+            return super().get_new_connection(conn_params)
+        except Exception:
+            self._connections_failed.inc()
+            raise
