@@ -51,6 +51,7 @@ def _worker_thread(
     latencies: list[float] = []
     statuses: Counter[str] = Counter()
     errors: list[str] = []
+    ok_all = 0  # 201s warm-up included: the load loop's CPU is spent on those too
     n = 0
     while True:
         now = time.perf_counter()
@@ -81,12 +82,14 @@ def _worker_thread(
             status = f"exception:{type(exc).__name__}"
             detail = str(exc)[:300]
         finished = time.perf_counter()
+        ok_all += status == "201"
         if warmup_end <= finished <= end:
             latencies.append(finished - started)
             statuses[status] += 1
             if detail and len(errors) < MAX_ERROR_SAMPLES:
                 errors.append(f"{status}: {detail}")
     session.close()
+    out["ok_all"] += ok_all
     out["latencies"].extend(latencies)
     out["statuses"].update(statuses)
     out["errors"].extend(errors[: MAX_ERROR_SAMPLES - len(out["errors"])])
@@ -100,11 +103,11 @@ def run_threads(args: argparse.Namespace, threads: int, proc_index: int, start_a
     offset = time.time() - time.perf_counter()
     warmup_end = start_at + args.warmup - offset
     end = warmup_end + args.duration
-    out: dict = {"latencies": [], "statuses": Counter(), "errors": []}
+    out: dict = {"latencies": [], "statuses": Counter(), "errors": [], "ok_all": 0}
     lock = threading.Lock()
 
     def target(i: int) -> None:
-        local: dict = {"latencies": [], "statuses": Counter(), "errors": []}
+        local: dict = {"latencies": [], "statuses": Counter(), "errors": [], "ok_all": 0}
         _worker_thread(
             url=args.url,
             api_key=api_key,
@@ -116,15 +119,20 @@ def run_threads(args: argparse.Namespace, threads: int, proc_index: int, start_a
             out=local,
         )
         with lock:
+            out["ok_all"] += local["ok_all"]
             out["latencies"].extend(local["latencies"])
             out["statuses"].update(local["statuses"])
             out["errors"].extend(local["errors"][: MAX_ERROR_SAMPLES - len(out["errors"])])
 
     pool = [threading.Thread(target=target, args=(i,), daemon=True) for i in range(threads)]
+    # CPU of the load loop alone (all this process's threads), without interpreter start-up
+    # and imports: what one more order costs the load generator.
+    cpu_before = time.process_time()
     for thread in pool:
         thread.start()
     for thread in pool:
         thread.join()
+    out["load_cpu_seconds"] = time.process_time() - cpu_before
     return out
 
 
@@ -182,6 +190,8 @@ def main(argv: list[str] | None = None) -> int:
                 "latencies": [],
                 "statuses": {},
                 "errors": [],
+                "ok_all": 0,
+                "load_cpu_seconds": 0.0,
                 "cpu_seconds": own.ru_utime + own.ru_stime,
             }
         )
@@ -192,6 +202,8 @@ def main(argv: list[str] | None = None) -> int:
         statuses.update(r["statuses"])
     completed = len(latencies)
     ok = statuses.get("201", 0)
+    ok_all = sum(r["ok_all"] for r in results)
+    load_cpu_s = sum(r["load_cpu_seconds"] for r in results)
     summary = {
         "variant": args.variant,
         "concurrency": args.concurrency,
@@ -208,6 +220,11 @@ def main(argv: list[str] | None = None) -> int:
         "p99_ms": _ms(percentile(latencies, 0.99)),
         "max_ms": _ms(latencies[-1] if latencies else None),
         "loadgen_cpu_s": sum(r["cpu_seconds"] for r in results),
+        # The load loop's CPU (warm-up included, start-up excluded) per 201 it received in
+        # that loop: the load generator's share of the 2 cores, per order.
+        "loadgen_load_cpu_s": round(load_cpu_s, 3),
+        "ok_all": ok_all,
+        "loadgen_cpu_ms_per_order": round(1000 * load_cpu_s / ok_all, 3) if ok_all else None,
         "error_samples": [e for r in results for e in r["errors"]][:MAX_ERROR_SAMPLES],
     }
     json.dump(summary, sys.stdout)

@@ -79,6 +79,12 @@ SCRIPTS = {
     "hot": "pgbench_order_hot.sql",
     "spread": "pgbench_order_spread.sql",
 }
+# The second floor: the same work in the best shape we can write (one round trip, locks last).
+BEST_SCRIPTS = {
+    "normal": "pgbench_order_best.sql",
+    "hot": "pgbench_order_hot_best.sql",
+    "spread": "pgbench_order_spread_best.sql",
+}
 
 
 def spread_product_id(n: int) -> str:
@@ -416,10 +422,11 @@ def run_pgbench_phase(
     client_id: str,
     products: list[Product],
     variant: str,
+    script_name: str,
     concurrency: int,
     duration: float,
 ) -> dict:
-    script = BENCH_DIR / SCRIPTS[variant]
+    script = BENCH_DIR / script_name
     defines = [f"client_id={client_id}"]
     if variant == "spread":  # the script draws its products itself
         defines.append(f"price={SPREAD_PRICE}")
@@ -444,12 +451,15 @@ def run_pgbench_phase(
         "-f",
         str(script),
         *[arg for d in defines for arg in ("-D", d)],
-        db.name,
     ]
     env = os.environ | ({"PGPASSWORD": db.password} if db.password else {})
-    before = CpuSample.take(server_pids=[], postgres_pids=[])
-    code, out, err = children.run(cmd, env=env, timeout=duration + 120)
-    after = CpuSample.take(server_pids=[], postgres_pids=[])
+    with tempfile.TemporaryDirectory(prefix="bench-pgbench-") as log_dir:
+        # Every transaction's latency (one file per pgbench thread): a true p99, not a mean.
+        cmd += ["--log", f"--log-prefix={log_dir}/tx", db.name]
+        before = CpuSample.take(server_pids=[], postgres_pids=[])
+        code, out, err = children.run(cmd, env=env, timeout=duration + 120)
+        after = CpuSample.take(server_pids=[], postgres_pids=[])
+        latencies = pgbench_latencies_ms(Path(log_dir))
     tps = re.search(r"tps = ([\d.]+) \(without initial connection time\)", out)
     latency = re.search(r"latency average = ([\d.]+) ms", out)
     failed = re.search(r"number of failed transactions: (\d+)", out)
@@ -457,14 +467,57 @@ def run_pgbench_phase(
     if code != 0 or not tps:
         log(f"pgbench failed ({code}):\n{err[-2000:]}")
     return {
+        "script": script_name,
         "tps": float(tps.group(1)) if tps else None,
         "latency_avg_ms": float(latency.group(1)) if latency else None,
+        "p50_ms": _round(percentile(latencies, 0.50)),
+        "p99_ms": _round(percentile(latencies, 0.99)),
+        "max_ms": _round(latencies[-1] if latencies else None),
+        "logged_transactions": len(latencies),
         "transactions": int(processed.group(1)) if processed else None,
         "failed": int(failed.group(1)) if failed else None,
         "exit_code": code,
         "stderr_tail": err.strip()[-500:] if code != 0 else "",
         "cpu": cpu_split(before, after),
     }
+
+
+def pgbench_latencies_ms(log_dir: Path) -> list[float]:
+    """Sorted latencies (ms) of the transactions pgbench logged with --log: lines are
+    `client tx_no latency_us script_no epoch_s epoch_us`; failed or skipped ones (a word in
+    place of the latency) are left out: the failure count says how many."""
+    latencies = []
+    for path in log_dir.iterdir():
+        for line in path.read_text().splitlines():
+            fields = line.split()
+            if len(fields) >= 3 and fields[2].isdigit():
+                latencies.append(int(fields[2]) / 1000)
+    return sorted(latencies)
+
+
+def percentile(sorted_values: list[float], fraction: float) -> float | None:
+    """Nearest-rank percentile, the same as bench/loadgen.py's for the service."""
+    if not sorted_values:
+        return None
+    index = min(len(sorted_values) - 1, max(0, round(fraction * len(sorted_values)) - 1))
+    return sorted_values[index]
+
+
+def _round(value: float | None) -> float | None:
+    return None if value is None else round(value, 2)
+
+
+def _ratio(numerator: float | None, denominator: float | None) -> float | None:
+    return round(numerator / denominator, 4) if numerator is not None and denominator else None
+
+
+def compare(row: dict) -> None:
+    """The row's ratios: service ÷ each pgbench floor (throughput and p99 latency)."""
+    service = row["service"]
+    for name, suffix in (("pgbench", ""), ("pgbench_best", "_best")):
+        floor = row.get(name) or {}
+        row[f"ratio{suffix}"] = _ratio(service["orders_per_s"], floor.get("tps"))
+        row[f"p99_ratio{suffix}"] = _ratio(service["p99_ms"], floor.get("p99_ms"))
 
 
 # --------------------------------------------------------------------------- report
@@ -474,20 +527,34 @@ def _fmt(value, spec: str) -> str:
     return "-" if value is None else format(value, spec)
 
 
+def _floor_cells(row: dict, name: str, suffix: str) -> str:
+    """tps, p99, ratio and p99 ratio of one pgbench floor ("FAILED" when its run failed)."""
+    floor = row.get(name) or {}
+    tps = "FAILED" if floor and floor.get("tps") is None else _fmt(floor.get("tps"), ".1f")
+    return (
+        f" {tps:>8} {_fmt(floor.get('p99_ms'), '.1f'):>7}"
+        f" {_fmt(row.get(f'ratio{suffix}'), '.3f'):>6}"
+        f" {_fmt(row.get(f'p99_ratio{suffix}'), '.2f'):>6}"
+    )
+
+
 def format_table(rows: list[dict]) -> str:
+    floor_header = f" {'tps':>8} {'p99 ms':>7} {'ratio':>6} {'p99 x':>6}"
     header = (
         f"{'variant':<8} {'conc':>4} {'orders/s':>9} {'p50 ms':>8} {'p99 ms':>8} {'errors':>6}"
-        f" {'pgbench tps':>11} {'ratio':>6}   {'service-run CPU %: gunicorn/pg/loadgen/other'}"
+        f" |{floor_header} |{floor_header} | {'lg ms/o':>7}"
+        f"   {'service-run CPU %: gunicorn/pg/loadgen/other'}"
     )
-    lines = [header, "-" * len(header)]
+    over = f"{'service':^48}|{'pgbench (today)':^30}|{'pgbench best shape':^30}|"
+    lines = [over, header, "-" * len(header)]
     for row in rows:
-        s, p = row["service"], row.get("pgbench") or {}
+        s = row["service"]
         cpu = s["cpu"]
-        pg_tps = "FAILED" if p and p.get("tps") is None else _fmt(p.get("tps"), ".1f")
         lines.append(
             f"{row['variant']:<8} {row['concurrency']:>4} {s['orders_per_s']:>9.1f}"
             f" {_fmt(s['p50_ms'], '.1f'):>8} {_fmt(s['p99_ms'], '.1f'):>8} {s['errors']:>6}"
-            f" {pg_tps:>11} {_fmt(row.get('ratio'), '.3f'):>6}"
+            f" |{_floor_cells(row, 'pgbench', '')} |{_floor_cells(row, 'pgbench_best', '_best')}"
+            f" | {_fmt(s.get('loadgen_cpu_ms_per_order'), '.2f'):>7}"
             f"   {cpu['gunicorn_pct']}/{cpu['postgres_pct']}/{cpu['client_pct']}"
             f"/{cpu['other_pct']} (machine {cpu['machine_pct']}%)"
         )
@@ -632,19 +699,20 @@ def main(argv: list[str] | None = None) -> int:
                 )
                 row = {"variant": variant, "concurrency": concurrency, "service": result}
                 if not args.skip_pgbench:
-                    log(f"pgbench: {variant} c={concurrency}")
-                    row["pgbench"] = run_pgbench_phase(
-                        children=children,
-                        pgbench=pgbench,
-                        db=db,
-                        client_id=client_id,
-                        products=sorted(chosen, key=lambda p: p.id),
-                        variant=variant,
-                        concurrency=concurrency,
-                        duration=args.duration,
-                    )
-                    tps = row["pgbench"]["tps"]
-                    row["ratio"] = round(result["orders_per_s"] / tps, 4) if tps else None
+                    for name, scripts in (("pgbench", SCRIPTS), ("pgbench_best", BEST_SCRIPTS)):
+                        log(f"{name}: {variant} c={concurrency} ({scripts[variant]})")
+                        row[name] = run_pgbench_phase(
+                            children=children,
+                            pgbench=pgbench,
+                            db=db,
+                            client_id=client_id,
+                            products=sorted(chosen, key=lambda p: p.id),
+                            variant=variant,
+                            script_name=scripts[variant],
+                            concurrency=concurrency,
+                            duration=args.duration,
+                        )
+                    compare(row)
                 rows.append(row)
                 if result["errors"] or result["log_problems"]:
                     log(
@@ -663,10 +731,15 @@ def main(argv: list[str] | None = None) -> int:
     print()
     print(format_table(rows))
     print(
-        "\nratio = service orders/s / pgbench tps. CPU % = percent of one core during the "
-        f"service run (max {100 * args.cores}%): gunicorn workers, PostgreSQL backends of the "
-        "bench database, the loadgen, and the rest (Redis, other PostgreSQL processes, "
-        "anything else running on the machine)"
+        "\npgbench (today) = bench/pgbench_order*.sql, the statement shapes the service sent "
+        "when the bench was written; pgbench best shape = bench/pgbench_order*_best.sql, the "
+        "same work in one round trip with the product locks taken last. tps and p99 ms per "
+        "floor (p99 over every transaction pgbench logged with --log); ratio = service "
+        "orders/s / that floor's tps; p99 x = service p99 / that floor's p99. lg ms/o = ms of "
+        "load-generator CPU per successful order (its load loop, warm-up included). CPU % = "
+        f"percent of one core during the service run (max {100 * args.cores}%): gunicorn "
+        "workers, PostgreSQL backends of the bench database, the loadgen, and the rest "
+        "(Redis, other PostgreSQL processes, anything else running on the machine)"
     )
     out_path = RESULTS_DIR / f"orders-{stamp}.json"
     write_json(out_path, {"header": header, "rows": rows})

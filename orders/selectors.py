@@ -7,13 +7,17 @@ from dataclasses import dataclass
 from uuid import UUID
 
 from django.db.models import Prefetch, QuerySet
+from django.db.models.functions import Collate
 
 from clients.models import ApiClient
 from orders.models import Order, OrderItem
 
 
 def _with_items(orders: QuerySet[Order]) -> QuerySet[Order]:
-    return orders.prefetch_related(Prefetch("items", queryset=OrderItem.objects.order_by("sku")))
+    # By code point (COLLATE "C"), whatever the database's collation: the 201 of a creation
+    # sorts the same items in Python (orders.services), and the two must agree byte for byte.
+    items = OrderItem.objects.order_by(Collate("sku", "C"))
+    return orders.prefetch_related(Prefetch("items", queryset=items))
 
 
 def order_list_for_client(

@@ -60,7 +60,8 @@ def order_create(*, client: ApiClient, email: str, lines: Sequence[OrderLine]) -
     """Reserve stock for every line and create the order with price snapshots, atomically.
 
     Raises ProductUnavailable or InsufficientStock with nothing reserved. The caller has
-    validated the lines (1–50, quantities 1–1000, each product once).
+    validated the lines (1–50, quantities 1–1000, each product once). The order comes back
+    as order_get would read it, its items loaded (by sku) without a query.
     """
     quantities = {line.product_id: line.quantity for line in lines}
     with transaction.atomic():
@@ -101,9 +102,24 @@ def order_create(*, client: ApiClient, email: str, lines: Sequence[OrderLine]) -
         # In product-pk order, like the product locks: each INSERT's foreign-key check takes
         # KEY SHARE on its product, so concurrent orders meet their products in one order.
         OrderItem.objects.bulk_create(sorted(items, key=lambda item: item.product_id))
+        _items_as_read(order=order, items=items)
         status_change_record(order=order, old_status="", actor=StatusActor.for_client(client))
         _emit_in_transaction(order_created_event(order=order, items=items))
     return order
+
+
+def _items_as_read(*, order: Order, items: Sequence[OrderItem]) -> None:
+    """Make `order.items.all()` the items just inserted, in sku order, without a query.
+
+    The order is then what orders.selectors.order_get would read back (its items
+    prefetched, ordered by sku), so the API renders the 201 from memory. Python's sort is
+    by code point, PostgreSQL's ORDER BY sku too under the database's C.UTF-8 collation.
+    Done as prefetch_related fills its cache.
+    """
+    loaded = order.items.all()  # lazy: no query
+    loaded._result_cache = sorted(items, key=lambda item: item.sku)
+    loaded._prefetch_done = True  # type: ignore[attr-defined]
+    order._prefetched_objects_cache = {"items": loaded}  # type: ignore[attr-defined]
 
 
 def order_cancel(

@@ -166,11 +166,22 @@ def pgbench_args() -> list[str]:
     return []
 
 
+def floor_cells(name: str) -> str:
+    """One pgbench floor's cells of the orders table: tps ("FAILED" or "-" without a run),
+    p99 ms, ratio, p99 ratio ("-" when there is nothing to divide by)."""
+    figure = r"(?:\d+\.\d+|-)"
+    return (
+        rf"\|\s+(?P<{name}_tps>\d+\.\d|FAILED|-)\s+(?P<{name}_p99>{figure})"
+        rf"\s+(?P<{name}_ratio>{figure})\s+(?P<{name}_p99_ratio>{figure})\s+"
+    )
+
+
 def orders_row(variant: str, output: str) -> re.Match:
     """The orders benchmark's table row of `variant` at concurrency 2."""
     return figures(
         rf"^{variant}\s+2\s+(?P<orders_per_s>\d+\.\d)\s+(?P<p50>\d+\.\d)\s+(?P<p99>\d+\.\d)"
-        r"\s+(?P<errors>\d+)\s+(?P<pgbench_tps>\S+)\s+(?P<ratio>\S+)\s+\d+/\d+/\d+/\d+ \(machine",
+        rf"\s+(?P<errors>\d+)\s+{floor_cells('pgbench')}{floor_cells('best')}"
+        r"\|\s+(?P<loadgen_ms_per_order>\d+\.\d\d)\s+\d+/\d+/\d+/\d+ \(machine",
         output,
     )
 
@@ -194,17 +205,21 @@ def test_orders_bench_smoke(private_database, results_dir, tmp_path):
         timeout=90,
     )
 
-    # then it printed a row per variant: orders placed without an error, pgbench's figure
-    # beside them ("FAILED" when a script no longer fits the schema)
+    # then it printed a row per variant: orders placed without an error, the load generator's
+    # CPU per order, and both pgbench floors beside them (today's script and the best shape:
+    # tps, p99 and the ratios; "FAILED" when a script no longer fits the schema)
     for variant in VARIANTS:
         row = orders_row(variant, output)
         assert float(row["orders_per_s"]) > 0, row[0]
         assert row["errors"] == "0", row[0]
-        if "--skip-pgbench" in args:
-            assert row["pgbench_tps"] == "-"
-        else:
-            assert row["pgbench_tps"] != "FAILED", f"{variant}: pgbench failed, see the JSON"
-            assert float(row["pgbench_tps"]) > 0, row[0]
+        assert float(row["loadgen_ms_per_order"]) > 0, row[0]
+        for floor in ("pgbench", "best"):  # today's script, then the best shape
+            cells = [row[f"{floor}_{name}"] for name in ("tps", "p99", "ratio", "p99_ratio")]
+            if "--skip-pgbench" in args:
+                assert cells == ["-"] * 4, row[0]
+            else:
+                assert cells[0] != "FAILED", f"{variant} {floor}: pgbench failed, see the JSON"
+                assert all(float(cell) > 0 for cell in cells), row[0]
     assert list(results_dir.glob("orders-*.json"))
 
 
