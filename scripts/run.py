@@ -59,35 +59,38 @@ PROCESSES = [
 # --------------------------------------------------------------------------- set-up
 
 
+def _local_secret(*, env_name: str, path: Path, nbytes: int, what: str) -> str:
+    """`env_name` from the environment, else a random value generated once into `path`
+    (mode 0600, kept for later runs; the value itself is never printed)."""
+    if os.environ.get(env_name):
+        return os.environ[env_name]
+    if path.exists():
+        return path.read_text().strip()
+    LOCAL_DIR.mkdir(exist_ok=True)
+    value = secrets.token_urlsafe(nbytes)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as handle:
+        handle.write(value + "\n")
+    say(f"generated {what} in {path.relative_to(ROOT)} (kept for later runs)")
+    return value
+
+
 def local_secret_key() -> str:
     """SECRET_KEY from the environment, else one generated once and kept in .local/."""
-    if os.environ.get("SECRET_KEY"):
-        return os.environ["SECRET_KEY"]
-    if SECRET_KEY_FILE.exists():
-        return SECRET_KEY_FILE.read_text().strip()
-    LOCAL_DIR.mkdir(exist_ok=True)
-    key = secrets.token_urlsafe(50)
-    fd = os.open(SECRET_KEY_FILE, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(fd, "w") as handle:
-        handle.write(key + "\n")
-    say(f"generated a SECRET_KEY in {SECRET_KEY_FILE.relative_to(ROOT)} (kept for later runs)")
-    return key
+    return _local_secret(
+        env_name="SECRET_KEY", path=SECRET_KEY_FILE, nbytes=50, what="a SECRET_KEY"
+    )
 
 
 def local_provider_token() -> str:
     """FAKE_PROVIDER_TOKEN from the environment, else one generated once and kept in .local/
-    (the bearer token of the fake provider's reads and /_chaos; never printed)."""
-    if os.environ.get("FAKE_PROVIDER_TOKEN"):
-        return os.environ["FAKE_PROVIDER_TOKEN"]
-    if PROVIDER_TOKEN_FILE.exists():
-        return PROVIDER_TOKEN_FILE.read_text().strip()
-    LOCAL_DIR.mkdir(exist_ok=True)
-    token = secrets.token_urlsafe(32)
-    fd = os.open(PROVIDER_TOKEN_FILE, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(fd, "w") as handle:
-        handle.write(token + "\n")
-    say(f"generated a fake provider token in {PROVIDER_TOKEN_FILE.relative_to(ROOT)}")
-    return token
+    (the bearer token of the fake provider's reads and /_chaos)."""
+    return _local_secret(
+        env_name="FAKE_PROVIDER_TOKEN",
+        path=PROVIDER_TOKEN_FILE,
+        nbytes=32,
+        what="a fake provider token",
+    )
 
 
 def manage(env: dict, *args: str, capture: bool = False) -> str:
