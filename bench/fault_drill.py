@@ -701,9 +701,14 @@ class Drill:
                 (pending_events,) = self.sql(
                     "SELECT count(*) FROM outbox_outboxevent WHERE status = 'pending'"
                 )[0]
+                # refund_pending: the provider still owes us its refund webhook, which
+                # writes a payment.refunded event; a waiting webhook may still apply.
                 (owed_steps,) = self.sql(
                     "SELECT count(*) FROM payments_payment WHERE status IN "
-                    "('requesting', 'cancel_requested', 'refund_requested')"
+                    "('requesting', 'cancel_requested', 'refund_requested', 'refund_pending')"
+                )[0]
+                (waiting_webhooks,) = self.sql(
+                    "SELECT count(*) FROM payments_webhookinboxentry WHERE status = 'waiting'"
                 )[0]
             except Exception as exc:  # counted as no progress, and not settled
                 state["error"] = f"{type(exc).__name__}: {exc}"
@@ -712,11 +717,17 @@ class Drill:
                 pending_orders=pending_orders,
                 pending_events=pending_events,
                 payment_steps_owed=owed_steps,
+                webhooks_waiting=waiting_webhooks,
                 relay_runs=self.beat_runs(),
             )
             state.pop("error", None)
-            idle = pending_orders == pending_events == owed_steps == 0
-            return idle and self.beat_ticked_since_restart()
+            idle = pending_orders == pending_events == owed_steps == waiting_webhooks == 0
+            # Idle on two looks in a row: a webhook applied between the counts above (a
+            # late success refunded, say) writes its event after we looked.
+            was_idle, state["idle_looks"] = state.get("idle_looks", 0), 0
+            if idle:
+                state["idle_looks"] = was_idle + 1
+            return state["idle_looks"] >= 2 and self.beat_ticked_since_restart()
 
         try:
             self.wait(
