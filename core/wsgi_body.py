@@ -14,6 +14,13 @@ Django an in-memory body with its length, as if the client had sent Content-Leng
 
 Behind the compose nginx this is inert (nginx buffers the body and sends Content-Length);
 it matters when clients reach gunicorn directly (`make run`).
+
+`UnreadBodyDrain` reads whatever part of a body the app left unread once the response is
+written. Many answers never read the body (401 without an API key, 405, 429); a sync worker
+then closed the socket with the body's remaining bytes in its receive buffer, the kernel
+answered them with a TCP reset, and nginx, still sending that body, reported 502 instead of
+the app's answer (seen under load for a 1 MiB body). Bodies over twice the limit are not
+drained: such a client gets the connection closed, as before.
 """
 
 from __future__ import annotations
@@ -61,6 +68,64 @@ def _length_required(start_response: Callable[..., Any]) -> list[bytes]:
         [("Content-Type", PROBLEM_CONTENT_TYPE), ("Content-Length", str(len(payload)))],
     )
     return [payload]
+
+
+# The most this reads and throws away for one request (an over-limit body announced
+# honestly is answered 413 and not read: it is refused, not drained).
+_DRAIN_AT_MOST_FACTOR = 2
+
+
+class _DrainingResponse:
+    """The app's response iterable; on close() (after the response is written), the
+    request body's unread rest is read and discarded."""
+
+    def __init__(self, response: Iterable[bytes], environ: dict[str, Any]) -> None:
+        self._response = response
+        self._environ = environ
+
+    def __iter__(self):
+        return iter(self._response)
+
+    def close(self) -> None:
+        try:
+            close = getattr(self._response, "close", None)
+            if close is not None:
+                close()
+        finally:
+            _drain(self._environ)
+
+
+def _announced_length(environ: dict[str, Any]) -> int:
+    try:
+        return int(environ.get("CONTENT_LENGTH") or 0)
+    except ValueError:
+        return 0
+
+
+def _drain(environ: dict[str, Any]) -> None:
+    if _announced_length(environ) > _DRAIN_AT_MOST_FACTOR * settings.MAX_REQUEST_BODY_BYTES:
+        return
+    stream = environ.get("wsgi.input")
+    if stream is None:
+        return
+    try:
+        while stream.read(_READ_STEP):
+            pass
+    except (OSError, ValueError):
+        pass  # the client went away: nothing left to protect
+
+
+class UnreadBodyDrain:
+    """WSGI wrapper: read the unread rest of a request body after the response (see the
+    module docstring)."""
+
+    def __init__(self, app: WSGIApp) -> None:
+        self.app = app
+
+    def __call__(self, environ: dict[str, Any], start_response: Callable[..., Any]):
+        if not _announced_length(environ):
+            return self.app(environ, start_response)
+        return _DrainingResponse(self.app(environ, start_response), environ)
 
 
 class ChunkedBodyMiddleware:
