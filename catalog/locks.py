@@ -14,6 +14,14 @@ from collections.abc import Iterable
 from uuid import UUID
 
 from catalog.models import Product
+from core.unit_of_work import Phase, Statement
+
+# The statement form of lock_products, for a unit of work (core.unit_of_work): the rows come
+# back sorted, and LockRows locks them in that order.
+_LOCK_PRODUCTS_SQL = (
+    "SELECT id FROM catalog_product WHERE id = ANY(%s) "
+    "ORDER BY catalog_product.id ASC FOR NO KEY UPDATE"
+)
 
 
 def lock_products(*, product_ids: Iterable[UUID]) -> dict[UUID, Product]:
@@ -35,3 +43,13 @@ def lock_product(*, product_id: UUID) -> Product:
     if product_id not in locked:
         raise Product.DoesNotExist(product_id)
     return locked[product_id]
+
+
+def lock_products_statement(*, product_ids: Iterable[UUID]) -> Statement:
+    """lock_products as a unit-of-work statement (LOCK phase: after the work's INSERTs)."""
+    return Statement(
+        name="catalog.lock_products",
+        sql=_LOCK_PRODUCTS_SQL,
+        params=(sorted(set(product_ids)),),
+        phase=Phase.LOCK,
+    )

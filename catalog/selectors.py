@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+from dataclasses import dataclass
+from decimal import Decimal
 from uuid import UUID
 
 from django.db.models import Q, QuerySet
@@ -23,3 +26,24 @@ def product_list_active(*, search: str | None = None) -> QuerySet[Product]:
 
 def product_get_active(*, product_id: UUID) -> Product | None:
     return Product.objects.filter(pk=product_id, is_active=True).first()
+
+
+@dataclass(frozen=True)
+class ProductSnapshot:
+    """A product as read without a lock: what an order expects to find when it takes the
+    product's stock (catalog.services.stock_take_in checks each field again under the lock)."""
+
+    id: UUID
+    sku: str
+    name: str
+    price: Decimal
+    is_active: bool
+    stock: int
+
+
+def product_snapshots(*, product_ids: Iterable[UUID]) -> dict[UUID, ProductSnapshot]:
+    """The given products as they are now, by id (unknown ids absent). No lock is taken."""
+    rows = Product.objects.filter(pk__in=list(product_ids)).values_list(
+        "id", "sku", "name", "price", "is_active", "stock"
+    )
+    return {row[0]: ProductSnapshot(*row) for row in rows}

@@ -6,7 +6,7 @@ Every write here goes through `save()` so django-simple-history records who (the
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from typing import Any
 from uuid import UUID
 
@@ -16,8 +16,10 @@ from django.db.models import Case, F, When
 from django.db.models.functions import Now
 
 from catalog.errors import InsufficientStock, ProductUnavailable, StockAdjustmentInvalid
-from catalog.locks import lock_product, lock_products
+from catalog.locks import lock_product, lock_products, lock_products_statement
 from catalog.models import Product
+from catalog.selectors import ProductSnapshot
+from core.unit_of_work import Phase, Refusal, Statement, UnitOfWork
 
 STAFF_EDITABLE_FIELDS = ("sku", "name", "description", "price", "is_active")
 
@@ -132,6 +134,54 @@ def stock_reserve(*, quantities: dict[UUID, int]) -> dict[UUID, Product]:
         raise InsufficientStock(shortages)
     _stock_add(deltas={pid: -qty for pid, qty in quantities.items()})
     return products
+
+
+STOCK_TAKE = "catalog.stock_take"
+
+# Takes every line's units from its locked product, if the product is still exactly as the
+# order read it (active, same sku, name and price); otherwise it sets stock to -1. Either a
+# short line or a changed product therefore violates product_stock_non_negative, and the
+# whole unit of work rolls back: the constraint is the one guard, checked under the lock.
+_STOCK_TAKE_SQL = """
+UPDATE catalog_product AS product
+   SET stock = CASE WHEN product.is_active
+                         AND product.price = line.price
+                         AND product.sku = line.sku
+                         AND product.name = line.name
+                    THEN product.stock - line.quantity
+                    ELSE -1 END,
+       updated_at = statement_timestamp()
+  FROM (VALUES {rows}) AS line (id, quantity, price, sku, name)
+ WHERE product.id = line.id"""
+_STOCK_TAKE_ROW = "(%s::uuid, %s::integer, %s::numeric, %s::text, %s::text)"
+
+
+def stock_take_in(
+    *, work: UnitOfWork, quantities: Mapping[UUID, int], expected: Mapping[UUID, ProductSnapshot]
+) -> None:
+    """stock_reserve for a unit of work, with the locks taken last: lock the products (pk
+    order) after the work's INSERTs, then take the units in one guarded UPDATE.
+
+    The work is refused (WorkRefused(STOCK_TAKE)) when a line is short or its product is no
+    longer active at the price, sku and name in `expected`: an order can only carry the
+    snapshot that was current when its stock was taken. Precondition: `expected` has every
+    product of `quantities`.
+    """
+    ids = sorted(quantities)
+    params: list = []
+    for product_id in ids:
+        product = expected[product_id]
+        params += [product_id, quantities[product_id], product.price, product.sku, product.name]
+    work.add(lock_products_statement(product_ids=ids))
+    work.add(
+        Statement(
+            name=STOCK_TAKE,
+            sql=_STOCK_TAKE_SQL.format(rows=", ".join([_STOCK_TAKE_ROW] * len(ids))),
+            params=tuple(params),
+            phase=Phase.GUARD,
+            refusals=(Refusal(sqlstate="23514", constraint="product_stock_non_negative"),),
+        )
+    )
 
 
 def stock_release(*, quantities: dict[UUID, int]) -> None:

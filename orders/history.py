@@ -60,7 +60,12 @@ _WHY_BY_STATUS: dict[str, str] = {
 
 def status_change_record(*, order: Order, old_status: str, actor: StatusActor) -> None:
     """Write the history row of the change that brought `order` (as stored) to its status."""
-    OrderStatusChange.objects.create(
+    status_change_row(order=order, old_status=old_status, actor=actor).save(force_insert=True)
+
+
+def status_change_row(*, order: Order, old_status: str, actor: StatusActor) -> OrderStatusChange:
+    """The history row of that change, unsaved (a unit of work inserts it with the order)."""
+    return OrderStatusChange(
         order=order,
         old_status=old_status,
         new_status=order.status,

@@ -26,6 +26,7 @@ from django.utils import timezone
 
 from clients.models import ApiClient
 from core.problems import PROBLEM_CONTENT_TYPE, DomainError, problem_bytes, problem_for
+from core.unit_of_work import Phase, Refusal, Statement, UnitOfWork, WorkRefused
 from orders import metrics
 from orders.errors import (
     IdempotencyKeyInUse,
@@ -100,7 +101,7 @@ def idempotency_claim(*, client: ApiClient, key: str, fingerprint: str) -> Claim
     """Claim the key for this request, or return the response stored for it.
 
     Raises IdempotencyKeyReused (other body) or IdempotencyKeyInUse (still running).
-    Runs in its own short transaction: the claim must be visible to concurrent requests.
+    Precondition: outside any transaction (the claim must be visible to concurrent requests).
     """
     for _ in range(5):  # each pass ends in a decision unless a racing purge/release intervenes
         now = timezone.now()
@@ -118,9 +119,13 @@ def idempotency_claim(*, client: ApiClient, key: str, fingerprint: str) -> Claim
 
 
 def _claim_insert(*, client: ApiClient, key: str, fingerprint: str, token: UUID) -> UUID | None:
-    """INSERT … ON CONFLICT DO NOTHING: the unique (client, key) picks the single winner."""
+    """INSERT … ON CONFLICT DO NOTHING: the unique (client, key) picks the single winner.
+
+    One autocommit statement, so one round trip: it commits by itself (no BEGIN/COMMIT
+    around it), which makes the claim visible to concurrent requests at once.
+    """
     now = timezone.now()
-    with transaction.atomic(), connection.cursor() as cursor:
+    with connection.cursor() as cursor:
         cursor.execute(
             _CLAIM_SQL,
             [
@@ -201,12 +206,23 @@ def idempotent_execute(
     claim: Claim,
     operation: Callable[[], StoredResponse],
     stored_errors: tuple[type[DomainError], ...],
+    in_one_round_trip: Callable[[UnitOfWork], StoredResponse | None] | None = None,
 ) -> StoredResponse:
     """Run `operation` and store its response atomically with its effects.
 
     Business refusals listed in `stored_errors` are stored (and replayed) too; their effects
     roll back to a savepoint. Anything else rolls everything back and releases the claim.
+
+    With `in_one_round_trip`, that form runs first: it adds the operation's statements to a
+    unit of work and returns the response (None: it cannot decide without locks), and the
+    response is stored by one more statement of the same work, sent in one round trip. A
+    refused work (a guard saw the data change since it was read) falls back to `operation`,
+    which takes its locks first and decides with them held.
     """
+    if in_one_round_trip is not None:
+        response = _execute_in_one_round_trip(claim=claim, operation=in_one_round_trip)
+        if response is not None:
+            return response
     try:
         with transaction.atomic():
             try:
@@ -219,6 +235,65 @@ def idempotent_execute(
     except BaseException:
         idempotency_release(claim=claim)
         raise
+
+
+# The response stored on the claim, in the work that produced it. A unit of work is one
+# query string, so its statements cannot look at a row count and stop: `1 / count(*)`
+# divides by zero when the claim is no longer ours (a takeover changed its token), and that
+# error rolls the whole work back. It is the work's first statement (CLAIM phase).
+_COMPLETE_CLAIM_SQL = """
+WITH stored AS (
+    UPDATE orders_idempotencyrecord
+       SET status = %s, response_status = %s, response_body = %s, response_headers = %s,
+           order_id = %s, locked_until = statement_timestamp()
+     WHERE id = %s AND claim_token = %s AND status = %s
+ RETURNING 1)
+SELECT 1 / count(*) FROM stored"""
+_COMPLETE_CLAIM = "orders.idempotency_complete"
+
+
+def _execute_in_one_round_trip(
+    *, claim: Claim, operation: Callable[[UnitOfWork], StoredResponse | None]
+) -> StoredResponse | None:
+    """The response, stored; None when the caller must run the locking path instead (the
+    claim is still ours then). Raises ClaimLost, or what the operation raised (claim released)."""
+    work = UnitOfWork()
+    try:
+        response = operation(work)
+        if response is None:
+            return None
+        work.add(_complete_claim_statement(claim=claim, response=response))
+        work.commit()
+    except WorkRefused as refused:
+        if refused.statement == _COMPLETE_CLAIM:
+            raise ClaimLost(
+                "This request took too long and another one with its key took over."
+            ) from refused
+        return None
+    except BaseException:
+        idempotency_release(claim=claim)
+        raise
+    return response
+
+
+def _complete_claim_statement(*, claim: Claim, response: StoredResponse) -> Statement:
+    headers_field = IdempotencyRecord._meta.get_field("response_headers")
+    return Statement(
+        name=_COMPLETE_CLAIM,
+        sql=_COMPLETE_CLAIM_SQL,
+        params=(
+            IdempotencyStatus.COMPLETED,
+            response.status,
+            response.body,
+            headers_field.get_db_prep_save(response.headers, connection),
+            response.order_id,
+            claim.record_id,
+            claim.token,
+            IdempotencyStatus.IN_PROGRESS,
+        ),
+        phase=Phase.CLAIM,
+        refusals=(Refusal(sqlstate="22012"),),  # division_by_zero: the claim is lost
+    )
 
 
 def idempotency_purge_expired(*, batch_size: int = 1000) -> int:

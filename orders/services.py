@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
 from decimal import Decimal
+from typing import Protocol
 from uuid import UUID
 
 from django.conf import settings
@@ -14,9 +15,11 @@ from django.db.models import F
 from django.utils import timezone
 
 from catalog.errors import InsufficientStock
-from catalog.services import stock_release, stock_reserve
+from catalog.selectors import product_snapshots
+from catalog.services import stock_release, stock_reserve, stock_take_in
 from clients.models import ApiClient
 from core.problems import ValidationFailed
+from core.unit_of_work import UnitOfWork
 from orders import metrics
 from orders.errors import OrderNotCancellable
 from orders.events import (
@@ -31,6 +34,7 @@ from orders.history import (
     StatusActor,
     cancel_actor_for_reason,
     status_change_record,
+    status_change_row,
 )
 from orders.locks import lock_order
 from orders.models import (
@@ -40,8 +44,8 @@ from orders.models import (
     OrderItem,
     OrderStatus,
 )
-from outbox.services import EventEnvelope, outbox_enqueue
-from outbox.subscribers import dispatch_in_transaction
+from outbox.services import EventEnvelope, outbox_enqueue, outbox_enqueue_in
+from outbox.subscribers import dispatch_in_transaction, dispatch_in_unit_of_work
 
 # --- Orders ------------------------------------------------------------------------------
 
@@ -70,35 +74,10 @@ def order_create(*, client: ApiClient, email: str, lines: Sequence[OrderLine]) -
         except InsufficientStock:
             metrics.STOCK_CONFLICTS.inc()
             raise
-        now = timezone.now()
-        items = [
-            OrderItem(
-                product_id=product_id,
-                sku=products[product_id].sku,
-                name=products[product_id].name,
-                unit_price=products[product_id].price,
-                quantity=quantity,
-                line_total=products[product_id].price * quantity,
-            )
-            for product_id, quantity in quantities.items()
-        ]
-        total = sum((item.line_total for item in items), Decimal("0.00"))
-        if total > MAX_ORDER_TOTAL:
-            # Every field was valid, but NUMERIC(12,2) cannot hold the sum: refuse it as bad
-            # input (rolling back the reservation) instead of failing the INSERT with a 500.
-            message = f"The order total may not exceed {MAX_ORDER_TOTAL}."
-            raise ValidationFailed([{"field": "items", "message": message}])
-        order = Order.objects.create(
-            client=client,
-            email=email,
-            status=OrderStatus.PENDING_PAYMENT,
-            total=total,
-            currency=settings.SHOP_CURRENCY,
-            expires_at=now + timedelta(seconds=settings.ORDER_PAYMENT_TIMEOUT),
-            event_version=1,
+        order, items = _new_order(
+            client=client, email=email, quantities=quantities, products=products
         )
-        for item in items:
-            item.order = order
+        order.save(force_insert=True)
         # In product-pk order, like the product locks: each INSERT's foreign-key check takes
         # KEY SHARE on its product, so concurrent orders meet their products in one order.
         OrderItem.objects.bulk_create(sorted(items, key=lambda item: item.product_id))
@@ -106,6 +85,95 @@ def order_create(*, client: ApiClient, email: str, lines: Sequence[OrderLine]) -
         status_change_record(order=order, old_status="", actor=StatusActor.for_client(client))
         _emit_in_transaction(order_created_event(order=order, items=items))
     return order
+
+
+def order_create_in(
+    *, work: UnitOfWork, client: ApiClient, email: str, lines: Sequence[OrderLine]
+) -> Order | None:
+    """order_create as one unit of work: the order's rows, its event (and what other apps
+    add to it), then the product locks and the guarded stock update, sent in one round trip
+    by the caller's `work.commit()`.
+
+    The prices, names and skus come from an unlocked read; the stock guard refuses the work
+    (WorkRefused(catalog.services.STOCK_TAKE)) if any of them, or the stock, no longer holds
+    under the lock. Returns None, adding nothing, when the read already shows a refusal
+    (an unknown, inactive or short product): order_create decides those with the locks held
+    and words the refusal. Same preconditions and result as order_create.
+    """
+    quantities = {line.product_id: line.quantity for line in lines}
+    products = product_snapshots(product_ids=quantities)
+    if not all(
+        product_id in products
+        and products[product_id].is_active
+        and products[product_id].stock >= quantity
+        for product_id, quantity in quantities.items()
+    ):
+        return None
+    order, items = _new_order(client=client, email=email, quantities=quantities, products=products)
+    work.insert("orders.order", [order])
+    items_by_product: list[OrderItem] = sorted(items, key=lambda item: item.product_id)
+    work.insert("orders.items", items_by_product)
+    actor = StatusActor.for_client(client)
+    work.insert(
+        "orders.status_change", [status_change_row(order=order, old_status="", actor=actor)]
+    )
+    stock_take_in(work=work, quantities=quantities, expected=products)
+    event = order_created_event(order=order, items=items)
+    outbox_enqueue_in(work=work, event=event)
+    dispatch_in_unit_of_work(event=event, work=work)
+    _items_as_read(order=order, items=items)
+    return order
+
+
+class _PricedProduct(Protocol):
+    @property
+    def sku(self) -> str: ...
+    @property
+    def name(self) -> str: ...
+    @property
+    def price(self) -> Decimal: ...
+
+
+def _new_order(
+    *,
+    client: ApiClient,
+    email: str,
+    quantities: dict[UUID, int],
+    products: Mapping[UUID, _PricedProduct],
+) -> tuple[Order, list[OrderItem]]:
+    """The unsaved order and its items, with the products' sku, name and price as snapshots.
+
+    Raises ValidationFailed when the total does not fit NUMERIC(12,2).
+    """
+    items = [
+        OrderItem(
+            product_id=product_id,
+            sku=products[product_id].sku,
+            name=products[product_id].name,
+            unit_price=products[product_id].price,
+            quantity=quantity,
+            line_total=products[product_id].price * quantity,
+        )
+        for product_id, quantity in quantities.items()
+    ]
+    total = sum((item.line_total for item in items), Decimal("0.00"))
+    if total > MAX_ORDER_TOTAL:
+        # Every field was valid, but NUMERIC(12,2) cannot hold the sum: refuse it as bad
+        # input (rolling back the reservation) instead of failing the INSERT with a 500.
+        message = f"The order total may not exceed {MAX_ORDER_TOTAL}."
+        raise ValidationFailed([{"field": "items", "message": message}])
+    order = Order(
+        client=client,
+        email=email,
+        status=OrderStatus.PENDING_PAYMENT,
+        total=total,
+        currency=settings.SHOP_CURRENCY,
+        expires_at=timezone.now() + timedelta(seconds=settings.ORDER_PAYMENT_TIMEOUT),
+        event_version=1,
+    )
+    for item in items:
+        item.order = order
+    return order, items
 
 
 def _items_as_read(*, order: Order, items: Sequence[OrderItem]) -> None:

@@ -12,6 +12,7 @@ from django.db import transaction
 from django.utils import timezone
 
 from core.request_id import current_request_id
+from core.unit_of_work import UnitOfWork
 from outbox.models import OutboxEvent, OutboxStatus
 from outbox.nudge import relay_nudge_on_commit
 
@@ -37,7 +38,20 @@ def outbox_enqueue(*, event: EventEnvelope) -> OutboxEvent:
     if not transaction.get_connection().in_atomic_block:
         raise RuntimeError("outbox_enqueue must run inside the transaction of the change")
     relay_nudge_on_commit()
-    return OutboxEvent.objects.create(
+    row = _outbox_row(event)
+    row.save(force_insert=True)
+    return row
+
+
+def outbox_enqueue_in(*, work: UnitOfWork, event: EventEnvelope) -> None:
+    """outbox_enqueue for a change sent as one unit of work: the row is one of its
+    INSERTs, and the relay is nudged once the work has committed."""
+    work.insert("outbox.event", [_outbox_row(event)])
+    work.on_commit(relay_nudge_on_commit)
+
+
+def _outbox_row(event: EventEnvelope) -> OutboxEvent:
+    return OutboxEvent(
         type=event.type,
         aggregate_type=event.aggregate_type,
         aggregate_id=str(event.aggregate_id),

@@ -11,9 +11,15 @@ class PaymentsConfig(AppConfig):
         # its read of an order's payment into orders' seams.
         from orders.selectors import register_payment_summary_reader
         from outbox.subscribers import subscribe_in_transaction
-        from payments.reactions import payment_open_for_order, payment_stop_for_cancelled_order
+        from payments.reactions import (
+            payment_open_for_order,
+            payment_open_for_order_in,
+            payment_stop_for_cancelled_order,
+        )
         from payments.selectors import payment_summaries_for_orders
 
-        subscribe_in_transaction("order.created", payment_open_for_order)
+        subscribe_in_transaction(
+            "order.created", payment_open_for_order, in_unit_of_work=payment_open_for_order_in
+        )
         subscribe_in_transaction("order.cancelled", payment_stop_for_cancelled_order)
         register_payment_summary_reader(payment_summaries_for_orders)

@@ -11,6 +11,7 @@ from decimal import Decimal
 
 from django.utils import timezone
 
+from core.unit_of_work import UnitOfWork
 from outbox.services import EventEnvelope
 from payments.models import Payment, PaymentStatus
 from payments.nudge import payment_steps_nudge_on_commit
@@ -22,8 +23,19 @@ IN_FLIGHT = (PaymentStatus.REQUESTING, PaymentStatus.PENDING)
 
 def payment_open_for_order(event: EventEnvelope) -> None:
     """order.created: owe the provider a payment request for the order total."""
+    _payment_owed_for(event).save(force_insert=True)
+    payment_steps_nudge_on_commit()
+
+
+def payment_open_for_order_in(event: EventEnvelope, work: UnitOfWork) -> None:
+    """payment_open_for_order when the order is created as one unit of work."""
+    work.insert("payments.payment", [_payment_owed_for(event)])
+    work.on_commit(payment_steps_nudge_on_commit)
+
+
+def _payment_owed_for(event: EventEnvelope) -> Payment:
     payload = event.payload
-    Payment.objects.create(
+    return Payment(
         order_id=payload["order_id"],
         status=PaymentStatus.REQUESTING,
         amount=Decimal(payload["total"]),
@@ -31,7 +43,6 @@ def payment_open_for_order(event: EventEnvelope) -> None:
         email=payload["email"],
         next_attempt_at=timezone.now(),
     )
-    payment_steps_nudge_on_commit()
 
 
 def payment_stop_for_cancelled_order(event: EventEnvelope) -> None:

@@ -28,6 +28,7 @@ from django.utils import timezone
 
 from catalog.models import Product
 from clients.models import ApiClient
+from core.unit_of_work import UNIT_OF_WORK_SEPARATOR
 from orders.models import CancelReason, Order, OrderStatus
 from orders.services import OrderLine, order_create, order_expire_overdue
 from payments.models import Payment, PaymentStatus
@@ -89,7 +90,11 @@ def sql_of_the_path() -> Iterator[list[Statement]]:
     statements: list[Statement] = []
 
     def record(execute, sql, params, many, context):
-        statements.append(Statement(sql, params, connection.in_atomic_block))
+        parts = sql.split(UNIT_OF_WORK_SEPARATOR)
+        # A unit of work (core/unit_of_work.py) sends its statements as one string, which
+        # PostgreSQL runs as one implicit transaction: each part counts as in a transaction.
+        in_transaction = connection.in_atomic_block or len(parts) > 1
+        statements.extend(Statement(part, params, in_transaction) for part in parts)
         return execute(sql, params, many, context)
 
     with connection.execute_wrapper(record):

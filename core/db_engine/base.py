@@ -5,9 +5,19 @@ the StatementTally execute wrapper (core/db_metrics.py), and the counts of conne
 opened and failed (django_db_new_connections_total / django_db_new_connection_errors_total,
 which have no signal of their own: a failed connect never reaches connection_created).
 Cursors are Django's and psycopg's unchanged.
+
+And one thing is changed: the CONN_HEALTH_CHECKS probe (`is_usable`, run before a reused
+connection's first query of each request) costs no round trip. Django's sends `SELECT 1`:
+one of the few round trips an order creation is down to. A connection whose server went
+away has something to read while it sits idle (the server's FATAL "terminating
+connection", or end of file when its socket closed); a healthy idle connection has nothing.
+So "idle, and nothing to read" is what this checks, with a zero-timeout poll of the socket.
+A false alarm only costs a reconnect.
 """
 
 from __future__ import annotations
+
+import select
 
 from django.db.backends.postgresql import base
 
@@ -16,6 +26,7 @@ from django_prometheus.db import (  # type: ignore[import-untyped]
     connection_errors_total,
     connections_total,
 )
+from psycopg.pq import TransactionStatus
 
 from core.db_metrics import StatementTally
 
@@ -34,3 +45,15 @@ class DatabaseWrapper(base.DatabaseWrapper):
         except Exception:
             self._connections_failed.inc()
             raise
+
+    def is_usable(self) -> bool:
+        if self.connection is None or self.connection.closed:
+            return False
+        if self.connection.info.transaction_status != TransactionStatus.IDLE:
+            return False
+        try:
+            poller = select.poll()
+            poller.register(self.connection.fileno(), select.POLLIN)
+            return not poller.poll(0)
+        except (OSError, ValueError):
+            return False

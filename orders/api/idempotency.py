@@ -23,6 +23,7 @@ from collections.abc import Callable
 from typing import Any, cast
 from uuid import UUID
 
+from django.conf import settings
 from django.http import HttpResponse
 from rest_framework.renderers import JSONRenderer
 from rest_framework.request import Request
@@ -32,6 +33,7 @@ from rest_framework.serializers import Serializer
 from clients.models import ApiClient
 from core.problems import DomainError
 from core.ratelimit import api_rate_limit_settle, settles_api_rate_limit
+from core.unit_of_work import UnitOfWork
 from orders import metrics
 from orders.idempotency import (
     Claim,
@@ -48,6 +50,9 @@ REPLAYED_HEADER = "Idempotent-Replayed"
 
 # create(view, request, validated data) -> the response to store (status, data, Location).
 CreateAction = Callable[[Any, Request, dict[str, Any]], Response]
+# The same action as one unit of work: adds its statements to the work and returns the
+# response, or None when it cannot decide without locks (the action runs instead).
+OneRoundTripAction = Callable[[Any, Request, dict[str, Any], UnitOfWork], Response | None]
 # Counts one creation for (request, validated data); raises RateLimited (429) when over.
 CreationLimit = Callable[[Request, dict[str, Any]], object]
 
@@ -58,10 +63,13 @@ def idempotent_create(
     limit: CreationLimit,
     stored_errors: tuple[type[DomainError], ...],
     count_outcome: Callable[[int], None],
+    in_one_round_trip: OneRoundTripAction | None = None,
 ) -> Callable[[CreateAction], Callable[..., HttpResponse]]:
     """Make a viewset's `create(self, request, data)` idempotent (see the module docstring).
 
     `count_outcome` gets the status of every response that ran the action (not replays).
+    `in_one_round_trip`, when given and settings.ORDER_CREATE_ONE_ROUND_TRIP is on, is tried
+    first (orders.idempotency.idempotent_execute).
     """
 
     def decorate(action: CreateAction) -> Callable[..., HttpResponse]:
@@ -86,6 +94,7 @@ def idempotent_create(
                 claim=outcome,
                 operation=lambda: _to_stored(action(view, request, data)),
                 stored_errors=stored_errors,
+                in_one_round_trip=_one_round_trip(in_one_round_trip, view, request, data),
             )
             count_outcome(stored.status)
             return _to_http(stored, replayed=False)
@@ -94,6 +103,19 @@ def idempotent_create(
         return settles_api_rate_limit(create)
 
     return decorate
+
+
+def _one_round_trip(
+    action: OneRoundTripAction | None, view: Any, request: Request, data: dict[str, Any]
+) -> Callable[[UnitOfWork], StoredResponse | None] | None:
+    if action is None or not settings.ORDER_CREATE_ONE_ROUND_TRIP:
+        return None
+
+    def in_work(work: UnitOfWork) -> StoredResponse | None:
+        response = action(view, request, data, work)
+        return None if response is None else _to_stored(response)
+
+    return in_work
 
 
 def _count_or_release(*, claim: Claim, count: Callable[[], object]) -> None:

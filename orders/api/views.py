@@ -22,6 +22,7 @@ from clients.authentication import HasApiKey
 from core.openapi import page_size_parameter, problem_responses
 from core.pagination import NewestFirstCursorPagination
 from core.ratelimit import rate_limit_enforce
+from core.unit_of_work import UnitOfWork
 from orders import metrics
 from orders.api.idempotency import IDEMPOTENCY_HEADER, REPLAYED_HEADER, idempotent_create
 from orders.api.serializers import (
@@ -33,7 +34,7 @@ from orders.errors import OrderNotFound
 from orders.idempotency import MAX_KEY_LENGTH
 from orders.models import CancelReason, Order
 from orders.selectors import order_get_for_client, order_list_for_client, order_payment_summaries
-from orders.services import OrderLine, order_cancel, order_create
+from orders.services import OrderLine, order_cancel, order_create, order_create_in
 
 # Business refusals that are stored and replayed like a success (SPEC §3).
 STORED_REFUSALS = (InsufficientStock, ProductUnavailable)
@@ -175,12 +176,18 @@ class OrderViewSet(viewsets.ViewSet):
         limit=_limit_per_customer,
         stored_errors=STORED_REFUSALS,
         count_outcome=_count_created,
+        in_one_round_trip=lambda view, request, data, work: view.create_in(request, data, work),
     )
     def create(self, request, data):
-        lines = [OrderLine(item["product_id"], item["quantity"]) for item in data["items"]]
-        order = order_create(client=request.user, email=data["email"], lines=lines)
-        headers = {"Location": order_location(order.pk)}
-        return Response(_render_created_order(order), status=201, headers=headers)
+        order = order_create(client=request.user, email=data["email"], lines=_lines(data))
+        return _created(order)
+
+    def create_in(self, request, data, work: UnitOfWork) -> Response | None:
+        """`create` as one unit of work (orders.services.order_create_in)."""
+        order = order_create_in(
+            work=work, client=request.user, email=data["email"], lines=_lines(data)
+        )
+        return None if order is None else _created(order)
 
     @extend_schema(responses={200: OrderOutputSerializer, **problem_responses(401, 404, 429)})
     def retrieve(self, request, order_id):
@@ -195,6 +202,15 @@ class OrderViewSet(viewsets.ViewSet):
     def cancel(self, request, order_id):
         order_cancel(order_id=order_id, client=request.user, reason=CancelReason.CUSTOMER_REQUESTED)
         return Response(_render_order(_client_order(request, order_id)))
+
+
+def _lines(data) -> list[OrderLine]:
+    return [OrderLine(item["product_id"], item["quantity"]) for item in data["items"]]
+
+
+def _created(order: Order) -> Response:
+    headers = {"Location": order_location(order.pk)}
+    return Response(_render_created_order(order), status=201, headers=headers)
 
 
 def _client_order(request, order_id) -> Order:
