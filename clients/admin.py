@@ -1,4 +1,7 @@
-"""Staff admin for API clients: creating one shows its key once; revoke stops it at once."""
+"""Staff admin for API clients: creating one shows its key once; revoke stops it at once.
+
+Revoking goes through the service, a rename through the model's save: either way every web
+process's key cache lets the old row go after the commit (clients/key_cache.py)."""
 
 from __future__ import annotations
 

@@ -2,7 +2,8 @@
 
 Failed key lookups are throttled per client address (`API_KEY_FAILURE_RATE_LIMIT`): only
 failures count, so a client with a correct key is never slowed by its own traffic, and a
-correct key costs no Redis call at all. Every failed lookup is counted in Redis (atomically:
+correct key costs no Redis call at all (nor, once this process has seen it, a database
+query: clients/key_cache.py). Every failed lookup is counted in Redis (atomically:
 of N concurrent wrong keys against a limit of k, exactly k get 401). Once an address has no
 failure left, the process that counted it remembers until when, and refuses every key that
 address sends (a right one too) with 429 before looking it up.
