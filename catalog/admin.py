@@ -29,6 +29,7 @@ from catalog.services import (
     product_set_active,
     product_update_by_staff,
 )
+from core.admin_paginator import EstimatedCountPaginator, SearchResolvedToIds
 
 STOCK_HELP_TEXT = (
     "Units available to sell. Your change is applied as an adjustment, not an overwrite: "
@@ -100,14 +101,20 @@ def _staff_user(request: HttpRequest) -> AbstractBaseUser:
 
 
 @admin.register(Product)
-class ProductAdmin(SimpleHistoryAdmin):
+class ProductAdmin(SearchResolvedToIds, SimpleHistoryAdmin):
     form = ProductAdminForm
     list_display = ("sku", "name", "price", "stock", "is_active", "updated_at")
     list_display_links = ("sku", "name")
     list_filter = ("is_active",)
     search_fields = ("name", "sku")
-    ordering = ("name",)
+    # By SKU, the first column: its unique index serves the page (a catalog of 100,000
+    # products sorted by name would be sorted in full on every page; the column header
+    # still sorts by name on request).
+    ordering = ("sku",)
     list_per_page = 50
+    # No full COUNT(*) of a large catalog: an estimated or capped count instead.
+    show_full_result_count = False
+    paginator = EstimatedCountPaginator
     readonly_fields = ("id", "created_at", "updated_at")
     actions = ("activate_selected", "deactivate_selected")
 

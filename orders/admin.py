@@ -10,7 +10,11 @@ from django.http import HttpRequest
 from django.urls import reverse
 from django.utils.html import format_html, format_html_join
 
-from core.admin_paginator import EstimatedCountPaginator, with_date_buckets_by_seek
+from core.admin_paginator import (
+    EstimatedCountPaginator,
+    SearchResolvedToIds,
+    with_date_buckets_by_seek,
+)
 from orders.errors import OrderNotCancellable
 from orders.events import AGGREGATE_TYPE
 from orders.history import StatusActor
@@ -70,7 +74,7 @@ class OrderStatusChangeInline(_ReadOnlyInline):
 
 
 @admin.register(Order)
-class OrderAdmin(admin.ModelAdmin):
+class OrderAdmin(SearchResolvedToIds, admin.ModelAdmin):
     list_display = (
         "id",
         "email",
@@ -91,6 +95,7 @@ class OrderAdmin(admin.ModelAdmin):
     # No full COUNT(*) of a table of millions: an estimated or capped count instead.
     show_full_result_count = False
     paginator = EstimatedCountPaginator
+    # A search (the e-mail's trigram index, the id's) runs once per page: SearchResolvedToIds.
     fieldsets = (
         (
             None,

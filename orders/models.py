@@ -214,3 +214,50 @@ class IdempotencyRecord(models.Model):
 
     def __str__(self) -> str:
         return f"{self.key} ({self.status})"
+
+
+# --- the operations page's hourly rollup (orders.rollups writes it, orders.selectors reads it)
+
+
+class OrderHourStatusCount(models.Model):
+    """How many orders created in one UTC hour have `status`, as counted at `counted_at`.
+
+    A beat task recounts every closed hour of the last day each minute (orders.rollups),
+    each status of each hour, zeros included; the order write path never touches this table,
+    so it adds nothing to an order's transaction and no row that orders contend for.
+    """
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    hour = models.DateTimeField()
+    status = models.CharField(max_length=32, choices=OrderStatus.choices)
+    orders = models.PositiveIntegerField()
+    counted_at = models.DateTimeField()
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["hour", "status"], name="order_hour_status_once"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.hour:%Y-%m-%d %H}:00 {self.status}: {self.orders}"
+
+
+class OrderHourRevenue(models.Model):
+    """Orders paid (and not refunded) in one UTC hour, per currency: how many and the sum of
+    their totals, as counted at `counted_at`. Written with OrderHourStatusCount; the shop
+    currency has a row for every hour counted, zero or not."""
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    hour = models.DateTimeField()
+    currency = models.CharField(max_length=3)
+    orders = models.PositiveIntegerField()
+    amount = models.DecimalField(max_digits=14, decimal_places=2)
+    counted_at = models.DateTimeField()
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["hour", "currency"], name="order_hour_revenue_once"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.hour:%Y-%m-%d %H}:00 {self.currency} {self.amount}"

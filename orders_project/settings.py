@@ -253,15 +253,29 @@ for _network in METRICS_ALLOWED_NETWORKS:
 
 # Orders (SPEC §2-§3).
 ORDER_PAYMENT_TIMEOUT = env_int("ORDER_PAYMENT_TIMEOUT", 15 * 60)  # seconds
+# Seconds between recounts of the operations page's hourly rollup (orders/rollups.py).
+ORDER_ROLLUP_INTERVAL = env_int("ORDER_ROLLUP_INTERVAL", 60)
 IDEMPOTENCY_KEY_TTL = env_int("IDEMPOTENCY_KEY_TTL", 24 * 3600)  # seconds, at least
 # How long a claimed key stays "in use" if its request dies without releasing it.
 # Short is safe: completing needs the claim token, so a request that outlived its lease
 # rolls back instead of storing a second outcome; long only delays retries after a crash.
 IDEMPOTENCY_LEASE_SECONDS = env_int("IDEMPOTENCY_LEASE_SECONDS", 10)
+# Order creation sends its transaction as one unit of work, locks last (core/unit_of_work.py).
+# Off: every order takes the locking path (locks first, several round trips), which also
+# decides every order that the fast path refers to it. A switch for comparing the two.
+ORDER_CREATE_ONE_ROUND_TRIP = env_bool("ORDER_CREATE_ONE_ROUND_TRIP", True)
 ORDER_RATE_LIMIT = os.environ.get("ORDER_RATE_LIMIT", "5/60s")
 API_RATE_LIMIT = os.environ.get("API_RATE_LIMIT", "600/60s")
 # Failed X-API-Key lookups per client address; over it, keys are refused (429) unexamined.
 API_KEY_FAILURE_RATE_LIMIT = os.environ.get("API_KEY_FAILURE_RATE_LIMIT", "20/60s")
+# Each web process caches known API keys (clients/key_cache.py): a revoked, rotated or
+# deleted key is refused everywhere at most API_KEY_CACHE_BOUND seconds after the commit.
+# MAX_ENTRIES=0 turns the cache off; MAX_AGE is the backstop for writes that never publish.
+API_KEY_CACHE_MAX_ENTRIES = env_int("API_KEY_CACHE_MAX_ENTRIES", 10_000)
+API_KEY_CACHE_BOUND = float(os.environ.get("API_KEY_CACHE_BOUND", "1"))
+API_KEY_CACHE_MAX_AGE = float(os.environ.get("API_KEY_CACHE_MAX_AGE", "300"))
+if not 0 < API_KEY_CACHE_BOUND <= 1:
+    raise ImproperlyConfigured("API_KEY_CACHE_BOUND must be more than 0 and at most 1 (seconds)")
 RATE_LIMIT_KEY_PREFIX = os.environ.get("RATE_LIMIT_KEY_PREFIX", "orders:rl")
 
 # Staff logins (django-axes; core/login_throttle.py). After
@@ -356,6 +370,11 @@ OUTBOX_RETENTION = env_int("OUTBOX_RETENTION", 7 * 24 * 3600)  # seconds
 OUTBOX_RELAY_INTERVAL = float(os.environ.get("OUTBOX_RELAY_INTERVAL", "1"))
 # One relay run stops after this long so other tasks on the same worker get their turn.
 OUTBOX_RELAY_TIME_BUDGET = float(os.environ.get("OUTBOX_RELAY_TIME_BUDGET", "5"))
+# A relay run that found work keeps polling every OUTBOX_RELAY_POLL_INTERVAL seconds until
+# it has found none for OUTBOX_RELAY_LINGER seconds, and web processes skip their nudges
+# meanwhile (core/nudge.py): low lag under load without a Redis round trip per commit.
+OUTBOX_RELAY_LINGER = float(os.environ.get("OUTBOX_RELAY_LINGER", "1"))
+OUTBOX_RELAY_POLL_INTERVAL = float(os.environ.get("OUTBOX_RELAY_POLL_INTERVAL", "0.02"))
 OUTBOX_NUDGE_ON_COMMIT = env_bool("OUTBOX_NUDGE_ON_COMMIT", True)
 
 # Celery: Redis is the broker; tasks arrive in later issues.
@@ -400,6 +419,11 @@ CELERY_BEAT_SCHEDULE: dict[str, dict] = {
         "task": "orders.tasks.expire_overdue_orders",
         "schedule": env_int("ORDER_EXPIRY_INTERVAL", 5),
         "options": {"expires": 10},
+    },
+    "refresh-order-hour-rollups": {
+        "task": "orders.tasks.refresh_order_hour_rollups",
+        "schedule": ORDER_ROLLUP_INTERVAL,
+        "options": {"expires": ORDER_ROLLUP_INTERVAL},
     },
     "purge-published-outbox-events": {
         "task": "outbox.tasks.purge_published_outbox_events",

@@ -1,4 +1,9 @@
-"""Reads behind the operations page: one aggregate query per chart, bucketed in SQL.
+"""Reads behind the operations page, shaped for its charts; none scans a day of orders.
+
+Orders and revenue per hour come from the orders app's hourly rollup (refreshed by beat every
+ORDER_ROLLUP_INTERVAL), with the hours it has not counted yet counted live: a few dozen
+rollup rows plus an index-only scan of the last hour or two (orders.selectors). The outbox
+figures read only pending and dead rows and the last hour of published ones.
 
 Every selector takes `now` so a page (and a test) sees one consistent instant. Buckets are
 UTC hours or minutes, oldest first, and empty buckets are filled with zeros here so the
@@ -12,10 +17,11 @@ from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
 from django.conf import settings
-from django.db.models import Avg, Count, DurationField, ExpressionWrapper, F, Min, Q, Sum
-from django.db.models.functions import TruncHour, TruncMinute
+from django.db.models import Avg, Count, DurationField, ExpressionWrapper, F, Min, Q
+from django.db.models.functions import TruncMinute
 
-from orders.models import Order, OrderStatus
+from orders.models import OrderStatus
+from orders.selectors import Tally, order_counts_per_hour_by_status, order_revenue_per_hour
 from outbox.models import OutboxEvent, OutboxStatus
 
 # Stacking order of the orders chart, bottom to top.
@@ -42,8 +48,10 @@ def minute_starts(*, now: datetime, minutes: int) -> list[datetime]:
 @dataclass(frozen=True)
 class OrdersHour:
     start: datetime
-    # status -> orders created in this hour that have that status now
+    # status -> orders created in this hour that have that status now (or at `counted_at`)
     counts: dict[str, int]
+    # When the hourly rollup counted this hour; None: counted live, for this page.
+    counted_at: datetime | None = None
 
     @property
     def total(self) -> int:
@@ -51,23 +59,24 @@ class OrdersHour:
 
 
 def orders_per_hour_by_status(*, now: datetime, hours: int = 24) -> list[OrdersHour]:
-    """Orders created in each of the last `hours` hours, split by their current status."""
+    """Orders created in each of the last `hours` hours, split by their current status (as
+    the hourly rollup last counted them, live for the hours it has not counted yet)."""
     starts = hour_starts(now=now, hours=hours)
-    rows = (
-        Order.objects.filter(
-            created_at__gte=starts[0], created_at__lt=starts[-1] + timedelta(hours=1)
-        )
-        .annotate(hour=TruncHour("created_at", tzinfo=UTC))
-        .values("hour", "status")
-        .annotate(n=Count("id"))
-        .order_by()
+    figures = order_counts_per_hour_by_status(
+        start=starts[0], end=starts[-1] + timedelta(hours=1), now=now
     )
-    counts: dict[datetime, dict[str, int]] = {
-        start: dict.fromkeys(ORDER_STATUSES, 0) for start in starts
-    }
-    for row in rows:
-        counts[row["hour"]][row["status"]] = row["n"]
-    return [OrdersHour(start=start, counts=counts[start]) for start in starts]
+    return [
+        OrdersHour(
+            start=start,
+            counts={
+                status: tally.orders
+                for status in ORDER_STATUSES
+                for tally in [figures.by_hour.get(start, {}).get(status, Tally(0))]
+            },
+            counted_at=figures.counted_at if start < figures.live_from else None,
+        )
+        for start in starts
+    ]
 
 
 @dataclass(frozen=True)
@@ -75,6 +84,7 @@ class RevenueHour:
     start: datetime
     amount: Decimal
     orders: int
+    counted_at: datetime | None = None  # as OrdersHour.counted_at
 
 
 @dataclass(frozen=True)
@@ -98,32 +108,25 @@ def revenue_per_hour(*, now: datetime, hours: int = 24) -> list[Revenue]:
     (the shop currency first, present even when nothing was paid). Refunded orders are
     not revenue: the money went back."""
     starts = hour_starts(now=now, hours=hours)
-    rows = (
-        Order.objects.filter(
-            status=OrderStatus.PAID,
-            paid_at__gte=starts[0],
-            paid_at__lt=starts[-1] + timedelta(hours=1),
-        )
-        .annotate(hour=TruncHour("paid_at", tzinfo=UTC))
-        .values("currency", "hour")
-        .annotate(amount=Sum("total"), n=Count("id"))
-        .order_by()
-    )
-    by_currency: dict[str, dict[datetime, tuple[Decimal, int]]] = {settings.SHOP_CURRENCY: {}}
-    for row in rows:
-        by_currency.setdefault(row["currency"], {})[row["hour"]] = (row["amount"], row["n"])
+    figures = order_revenue_per_hour(start=starts[0], end=starts[-1] + timedelta(hours=1), now=now)
+    currencies = {settings.SHOP_CURRENCY}
+    for by_currency in figures.by_hour.values():
+        currencies.update(c for c, tally in by_currency.items() if tally.orders)
     return [
         Revenue(
             currency=currency,
             hours=[
-                RevenueHour(start=start, amount=amount, orders=n)
+                RevenueHour(
+                    start=start,
+                    amount=tally.amount,
+                    orders=tally.orders,
+                    counted_at=figures.counted_at if start < figures.live_from else None,
+                )
                 for start in starts
-                for amount, n in [buckets.get(start, (Decimal("0.00"), 0))]
+                for tally in [figures.by_hour.get(start, {}).get(currency, Tally(0))]
             ],
         )
-        for currency, buckets in sorted(
-            by_currency.items(), key=lambda item: item[0] != settings.SHOP_CURRENCY
-        )
+        for currency in sorted(currencies, key=lambda c: (c != settings.SHOP_CURRENCY, c))
     ]
 
 

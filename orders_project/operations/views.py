@@ -6,8 +6,10 @@ login (and never_cache); the page permission is checked here.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import datetime, timedelta
 
+from django.conf import settings
 from django.contrib import admin
 from django.core.exceptions import PermissionDenied
 from django.http import HttpRequest, HttpResponse
@@ -62,8 +64,8 @@ def operations_dashboard(request: HttpRequest) -> HttpResponse:
         **admin.site.each_context(request),
         "title": "Operations",
         "now": now,
-        "orders": _orders_panel(selectors.orders_per_hour_by_status(now=now)),
-        "revenues": [_revenue_panel(r) for r in selectors.revenue_per_hour(now=now)],
+        "orders": _orders_panel(selectors.orders_per_hour_by_status(now=now), now=now),
+        "revenues": [_revenue_panel(r, now=now) for r in selectors.revenue_per_hour(now=now)],
         "outbox": _outbox_panel(
             selectors.outbox_backlog(),
             selectors.outbox_published_per_minute(now=now),
@@ -83,7 +85,27 @@ def _hour_title(start: datetime) -> str:
     return f"{start:%H}:00–{start + timedelta(hours=1):%H}:00 UTC"
 
 
-def _orders_panel(hours: list[selectors.OrdersHour]) -> dict:
+def freshness(hours: Sequence[selectors.OrdersHour | selectors.RevenueHour], *, now) -> str:
+    """How fresh a chart's hours are: up to which hour the hourly rollup counted them (and
+    when), from which hour on they were counted live for this page."""
+    every = format_duration(timedelta(seconds=settings.ORDER_ROLLUP_INTERVAL))
+    counted = [h.counted_at for h in hours if h.counted_at is not None]
+    live = [h.start for h in hours if h.counted_at is None]
+    if not counted:
+        return (
+            f"All hours counted live for this page: no recent hourly rollup (beat recounts "
+            f"it every {every}; is it running?)."
+        )
+    as_of = min(counted)
+    which = f"Hours before {live[0]:%H}:00 UTC" if live else "Every hour"
+    rolled = (
+        f"{which} as the hourly rollup counted them at {as_of:%H:%M:%S} UTC "
+        f"({format_duration(max(now - as_of, timedelta(0)))} ago; recounted every {every})"
+    )
+    return f"{rolled}; {live[0]:%H}:00 UTC to now counted live." if live else f"{rolled}."
+
+
+def _orders_panel(hours: list[selectors.OrdersHour], *, now: datetime) -> dict:
     series = [STATUS_SERIES[status] for status in selectors.ORDER_STATUSES]
     chart = bar_chart(
         title="Orders per hour by status, last 24 hours (UTC)",
@@ -97,6 +119,7 @@ def _orders_panel(hours: list[selectors.OrdersHour]) -> dict:
     busiest = max(hours, key=lambda h: h.total)
     return {
         "chart": mark_safe(chart),  # noqa: S308 — built by svg.py, every text escaped
+        "freshness": freshness(hours, now=now),
         "total": sum(totals.values()),
         "by_status": [
             {"series": STATUS_SERIES[status], "count": totals[status], "short": SHORT[status]}
@@ -107,7 +130,7 @@ def _orders_panel(hours: list[selectors.OrdersHour]) -> dict:
     }
 
 
-def _revenue_panel(revenue: selectors.Revenue) -> dict:
+def _revenue_panel(revenue: selectors.Revenue, *, now: datetime) -> dict:
     chart = bar_chart(
         title=f"Revenue per hour ({revenue.currency}), paid orders by time of payment",
         labels=[_hour_label(h.start) for h in revenue.hours],
@@ -121,6 +144,7 @@ def _revenue_panel(revenue: selectors.Revenue) -> dict:
     orders = revenue.orders
     return {
         "chart": mark_safe(chart),  # noqa: S308 — built by svg.py, every text escaped
+        "freshness": freshness(revenue.hours, now=now),
         "currency": revenue.currency,
         "total": format_money(revenue.total),
         "orders": orders,

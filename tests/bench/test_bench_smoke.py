@@ -40,6 +40,7 @@ SMOKE_RUNS = {
     "relay_orders_load.py": "test_relay_orders_load_smoke",
     "relay_bench.py": "test_relay_bench_smoke",
     "order_list_bench.py": "test_order_list_bench_smoke",
+    "order_cpu_profile.py": "test_order_cpu_profile_smoke",
     "seed_scale.py": "test_seed_scale_smoke",
     "loadgen.py": "test_command_line_of_benches_run_elsewhere",
     "fault_drill.py": "test_command_line_of_benches_run_elsewhere",
@@ -121,6 +122,11 @@ def private_database() -> str:
     base = settings.DATABASES["default"]
     name = f"{base['NAME']}_bench_{uuid.uuid4().hex[:8]}"[-63:]
     yield database_url({**base, "NAME": name})
+    drop_database(name)
+
+
+def drop_database(name: str) -> None:
+    base = settings.DATABASES["default"]
     with psycopg.connect(
         host=base["HOST"] or "127.0.0.1",
         port=base["PORT"] or 5432,
@@ -290,23 +296,94 @@ def test_order_list_bench_smoke(private_database, tmp_path):
     )
 
 
-def test_seed_scale_smoke(private_database, tmp_path):
-    # given the admin data-scale benchmark in its CI size (--smoke: 2 000 orders by COPY)
-    args = ["--smoke", "--database-url", private_database, "--redis-url", settings.REDIS_URL]
+def cpu_columns(label: str, output: str) -> tuple[float, float]:
+    """The before and after figures of one row of the CPU profile's table."""
+    row = figures(rf"^{re.escape(label)}\s+(\d+\.\d+)\s+(\d+\.\d+)\s+[+-]\d+\.\d+$", output)
+    return float(row[1]), float(row[2])
+
+
+def test_order_cpu_profile_smoke(private_database, results_dir, tmp_path):
+    # given the CPU profile at its smallest: 20 orders per mode (60 under the sampler), both
+    # modes (the locking path, then one round trip)
+    args = ["--orders", "20", "--warmup", "3", "--top", "5"]
+    args += ["--database-url", private_database, "--redis-url", settings.REDIS_URL]
 
     # when it runs
     output = run_bench(
-        "seed_scale.py",
+        "order_cpu_profile.py",
         *args,
-        env=bench_env(tmp_path / "results"),
-        log=tmp_path / "seed_scale.log",
-        timeout=90,
+        env=bench_env(results_dir),
+        log=tmp_path / "order_cpu_profile.log",
+        timeout=120,
     )
 
-    # then it timed every admin page over those orders and explained its queries
-    for page in ("changelist", r"\?status__exact=paid", r"\?q=<email>", "operations page"):
-        figures(rf"^admin {page}: 2000 orders, \d+ queries, p50 \d+\.\d ms", output)
-    figures(r"^\s+(Limit|Sort|Aggregate|HashAggregate|Unique|Nested Loop)\b", output)
+    # then each mode's layers are figures with their sampling error, and they add up to the
+    # service's CPU per order, which is within the process's CPU and plausible
+    from bench.order_cpu_profile import LAYERS
+
+    layer_row = r"^(\S.*?)\s+(\d+\.\d\d) ±\d+\.\d\d\s+(\d+\.\d\d) ±\d+\.\d\d\s+[+-]\d+\.\d\d$"
+    layers = re.findall(layer_row, output, flags=re.MULTILINE)
+    assert [label for label, _, _ in layers] == [
+        label for key, label in LAYERS if key != "harness"
+    ], output[-4000:]
+    service = cpu_columns("service, main thread (sum of the layers)", output)
+    process = cpu_columns("process CPU (un-profiled, process_time)", output)
+    for column in (0, 1):
+        layer_sum = sum(float(row[1 + column]) for row in layers)
+        assert abs(layer_sum - service[column]) <= 0.005 * len(layers) + 0.01, output[-4000:]
+        assert 0 < service[column] <= process[column] < 1000, (service, process)
+        database = [float(row[1 + column]) for row in layers if row[0].startswith(("Django", "DB"))]
+        assert sum(database) > 0, layers
+    # ... the switch took effect (the locking path makes more round trips), and the JSON and
+    # both profiles were written
+    before, after = cpu_columns("PostgreSQL round trips (libpq trace)", output)
+    assert 0 < after < before
+    figures(r"^top 5 functions by self time under cProfile, after ", output)
+    assert len(list(results_dir.glob("order-cpu-*.json"))) == 1
+    assert len(list(results_dir.glob("order-cpu-*.prof"))) == 2
+
+
+def test_seed_scale_smoke(private_database, tmp_path):
+    # given the data-scale benchmark in its CI size (--smoke: 2 000 vs 200 orders by COPY),
+    # its small database beside the private one
+    baseline = f"{private_database}_small"
+    args = ["--smoke", "--database-url", private_database, "--baseline-database-url", baseline]
+
+    # when it runs
+    try:
+        output = run_bench(
+            "seed_scale.py",
+            *args,
+            "--redis-url",
+            settings.REDIS_URL,
+            env=bench_env(tmp_path / "results"),
+            log=tmp_path / "seed_scale.log",
+            timeout=90,
+        )
+    finally:
+        drop_database(baseline.rsplit("/", 1)[1])
+
+    # then it timed every admin page and API request at both sizes, with their ratio...
+    for page in (
+        "admin changelist",
+        r"admin \?status__exact=paid",
+        r"admin \?q=<email>",
+        "admin operations page",
+        "admin products",
+        "admin outbox events",
+        "API orders, first page",
+        "API POST order",
+    ):
+        figures(
+            rf"^{page}\s+\d+/\d+\s+\d+\.\d ms\s+\d+\.\d ms\s+\d+\.\d\d\s+\d+\.\d\d  (ok|OVER)$",
+            output,
+        )
+    figures(r"^rollup refresh \(beat, 1/min\).* background$", output)
+    # ...and explained every admin query, into the results folder
+    figures(r"^\s+(Limit|Sort|Aggregate|HashAggregate|Unique|Nested Loop|Index)", output)
+    explained = (tmp_path / "results" / "admin_scale_explain.txt").read_text()
+    assert "## admin operations page: 2,0" in explained
+    assert "Buffers: shared" in explained
 
 
 @pytest.mark.parametrize("script", ["fault_drill.py", "loadgen.py"])

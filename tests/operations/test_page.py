@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from datetime import timedelta
 
 import pytest
@@ -11,6 +12,7 @@ from django.test import Client
 from django.utils import timezone
 
 from orders.models import OrderStatus
+from orders.tasks import refresh_order_hour_rollups
 from outbox.models import OutboxStatus
 from tests.admin_helpers import logged_in, make_staff
 from tests.operations.helpers import (
@@ -58,8 +60,9 @@ def test_page_draws_what_happened(superuser, django_assert_max_num_queries):
 
     client = logged_in(superuser)
 
-    # when: the session, the user, and one query per chart
-    with django_assert_max_num_queries(6):
+    # when: the session, the user, two queries per orders chart (the hourly rollup, the
+    # hours it does not cover counted live) and one per outbox figure
+    with django_assert_max_num_queries(8):
         response = client.get(PAGE)
 
     # then: one segment per (hour, status) present, totals in the figures beside the chart
@@ -148,3 +151,36 @@ def test_others_are_sent_to_the_login(who):
 
     assert response.status_code == 302
     assert response["Location"].startswith("/admin/login/")
+
+
+def test_page_says_how_fresh_each_figure_is(superuser):
+    # given orders this hour and three hours ago, and a page before any recount
+    move_orders(place_orders(2), created_at=hour_start() - timedelta(hours=3))
+    place_orders(1)
+    client = logged_in(superuser)
+    before = client.get(PAGE).content.decode()
+
+    # when beat's task recounts the closed hours, and staff look again
+    refresh_order_hour_rollups()
+    after = client.get(PAGE).content.decode()
+
+    # then before it every hour was counted live, and the page said so (asking about beat);
+    # after it the closed hours come from the rollup "as counted at", the open hour live
+    assert "All hours counted live for this page: no recent hourly rollup" in fresh(before)
+    rolled_up = (
+        r"Hours before \d\d:00 UTC as the hourly rollup counted them at \d\d:\d\d:\d\d UTC "
+        r"\(.+ ago; recounted every 1 min\); \d\d:00 UTC to now counted live\."
+    )
+    assert re.fullmatch(rolled_up, fresh(after)), fresh(after)
+    revenue = f'data-fresh="revenue-{settings.SHOP_CURRENCY}"'
+    assert re.search(rf"<p[^>]*{revenue}>Hours before", after)
+    assert re.search(r'data-fresh="outbox">Counted live for this page', after)
+    # ...and the figures are the same either way
+    assert cell(panel(before, "panel-orders"), "data-status", "total") == "3"
+    assert cell(panel(after, "panel-orders"), "data-status", "total") == "3"
+
+
+def fresh(html: str, figure: str = "orders") -> str:
+    match = re.search(rf'<p class="ops-fresh" data-fresh="{figure}">([^<]*)</p>', html)
+    assert match, f"no freshness line for {figure}"
+    return match.group(1)
