@@ -1,4 +1,7 @@
-"""Domain errors of the catalog, rendered as problem+json by the one exception handler."""
+"""Domain errors of the catalog, rendered as problem+json by the one exception handler.
+
+Each code's title and explanation page: core/problem_types.py.
+"""
 
 from core.problems import DomainError
 
@@ -6,19 +9,16 @@ from core.problems import DomainError
 class StaleStock(DomainError):
     status = 409
     code = "stale_stock"
-    title = "Stock changed since the form was opened"
 
 
 class StockAdjustmentInvalid(DomainError):
     status = 409
     code = "stock_adjustment_invalid"
-    title = "The stock adjustment would make stock negative"
 
 
 class ProductUnavailable(DomainError):
     status = 422
     code = "product_unavailable"
-    title = "Some products are unknown or not for sale"
 
     def __init__(self, product_ids: list[str]) -> None:
         super().__init__(
@@ -30,7 +30,6 @@ class ProductUnavailable(DomainError):
 class InsufficientStock(DomainError):
     status = 409
     code = "insufficient_stock"
-    title = "Not enough stock"
 
     def __init__(self, shortages: list[dict]) -> None:
         # shortages: [{"product_id": str, "requested": int, "available": int}]

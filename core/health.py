@@ -65,7 +65,6 @@ def readyz(request: HttpRequest):
         return problem_response(
             status=503,
             code="not_ready",
-            title="Service not ready",
             detail="Failing: " + ", ".join(f"{name} ({report[name]})" for name in failing),
             failing=failing,
             checks=report,

@@ -63,7 +63,7 @@ def _html_bad_request(detail: str) -> HttpResponse:
 def _bad_request(request: HttpRequest, detail: str) -> HttpResponse:
     if request.path.startswith(HTML_PREFIXES):
         return _html_bad_request(detail)
-    return problem_response(status=400, code="bad_request", title="Bad request", detail=detail)
+    return problem_response(status=400, code="bad_request", detail=detail)
 
 
 def _refusal(request: HttpRequest) -> HttpResponse | None:
@@ -82,7 +82,6 @@ def _refusal(request: HttpRequest) -> HttpResponse | None:
     return problem_response(
         status=400,
         code="validation_error",
-        title="The request is not valid",
         detail="See `errors` for the fields that need attention.",
         errors=errors,
     )

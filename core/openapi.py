@@ -7,7 +7,8 @@ from __future__ import annotations
 
 from http import HTTPStatus
 
-from drf_spectacular.utils import OpenApiParameter, OpenApiResponse
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema_field
 from rest_framework import serializers
 
 from core.pagination import MAX_PAGE_SIZE, StrictCursorPagination
@@ -19,10 +20,17 @@ class ProblemFieldErrorSerializer(serializers.Serializer):
     message = serializers.CharField()
 
 
+@extend_schema_field(OpenApiTypes.URI_REF)
+class ProblemTypeField(serializers.CharField):
+    """A problem's `type`: a relative URI (`uri-reference`, not `uri`)."""
+
+
 class ProblemSerializer(serializers.Serializer):
     """RFC 9457 problem details, as every error of this API is shaped."""
 
-    type = serializers.URLField()
+    type = ProblemTypeField(
+        help_text="Relative URI of the page that explains the problem type: /problems/<code>."
+    )
     title = serializers.CharField()
     status = serializers.IntegerField()
     detail = serializers.CharField()

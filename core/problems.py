@@ -8,6 +8,9 @@ problem; everything that answers with an error calls it:
   unhandled exceptions, Django's own 4xx responses) so that no HTML page or stack trace
   ever reaches an API client, whatever DEBUG says;
 - Django's handler400/403/404/500, and the idempotency store's stored refusals.
+
+A problem's `type` is the relative URI of its page (`/problems/<code>`) and its `title` the
+type's own, both from the one registry of codes, core/problem_types.py.
 """
 
 from __future__ import annotations
@@ -27,21 +30,36 @@ from rest_framework.response import Response
 from rest_framework.settings import api_settings
 from rest_framework.views import set_rollback
 
+from core.problem_types import PROBLEM_TYPES, problem_type_uri
+
 logger = logging.getLogger(__name__)
 
 PROBLEM_CONTENT_TYPE = "application/problem+json"
-PROBLEM_TYPE_BASE = "https://orders.example/problems/"
 
 # Paths that are pages for people, not API resources: their own error pages stay.
 HTML_PREFIXES = ("/admin/",)
 
 
 class DomainError(Exception):
-    """A business rule said no. Subclasses set `status` and `code`; the handler renders them."""
+    """A business rule said no. Subclasses set `status` and `code`; the handler renders them.
+
+    The code must be registered in core/problem_types.py (a subclass with an unknown code
+    fails at import); its title comes from there.
+    """
 
     status: int = 400
     code: str = "bad_request"
-    title: str = "Bad request"
+    title: str = PROBLEM_TYPES["bad_request"].title
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        problem_type = PROBLEM_TYPES.get(cls.code)
+        if problem_type is None:
+            raise TypeError(
+                f"{cls.__qualname__}.code {cls.code!r} is not a problem type: "
+                "add it to core/problem_types.py"
+            )
+        cls.title = problem_type.title
 
     def __init__(self, detail: str | None = None, **extra: Any) -> None:
         self.detail = detail or self.title
@@ -52,7 +70,6 @@ class DomainError(Exception):
 class ValidationFailed(DomainError):
     status = 400
     code = "validation_error"
-    title = "The request is not valid"
 
     def __init__(self, errors: list[dict[str, str]], detail: str | None = None) -> None:
         super().__init__(
@@ -60,14 +77,25 @@ class ValidationFailed(DomainError):
         )
 
 
+def problem_title(code: str, status: int) -> str:
+    """The title of the code's problem type (an unregistered code, which the tests forbid,
+    falls back to the status phrase rather than failing the error answer itself)."""
+    problem_type = PROBLEM_TYPES.get(code)
+    if problem_type is not None:
+        return problem_type.title
+    logger.error("problem code without a problem type", extra={"code": code})
+    return HTTPStatus(status).phrase if status in _STATUSES else "Error"
+
+
 def problem_body(
-    *, status: int, code: str, title: str | None = None, detail: str | None = None, **extra: Any
+    *, status: int, code: str, detail: str | None = None, **extra: Any
 ) -> dict[str, Any]:
+    title = problem_title(code, status)
     body: dict[str, Any] = {
-        "type": PROBLEM_TYPE_BASE + code,
-        "title": title or HTTPStatus(status).phrase,
+        "type": problem_type_uri(code),
+        "title": title,
         "status": status,
-        "detail": detail or title or HTTPStatus(status).phrase,
+        "detail": detail or title,
         "code": code,
     }
     body.update(extra)
@@ -106,31 +134,30 @@ def problem_response(
     *,
     status: int,
     code: str,
-    title: str | None = None,
     detail: str | None = None,
     headers: dict[str, str] | None = None,
     **extra: Any,
 ) -> HttpResponse:
     """A problem its caller describes itself (health checks, input guards): no exception."""
-    body = problem_body(status=status, code=code, title=title, detail=detail, **extra)
+    body = problem_body(status=status, code=code, detail=detail, **extra)
     return problem_http_response(Problem(body, dict(headers or {})))
 
 
 _STATUSES = {status.value for status in HTTPStatus}
 
-# DRF exception class -> (code, title). Order matters: subclasses first.
-_DRF_CODES: list[tuple[type[Exception], str, str]] = [
-    (drf_exceptions.NotAuthenticated, "not_authenticated", "Authentication required"),
-    (drf_exceptions.AuthenticationFailed, "authentication_failed", "Invalid API key"),
-    (drf_exceptions.PermissionDenied, "permission_denied", "Permission denied"),
-    (drf_exceptions.NotFound, "not_found", "Not found"),
-    (drf_exceptions.MethodNotAllowed, "method_not_allowed", "Method not allowed"),
-    (drf_exceptions.NotAcceptable, "not_acceptable", "Not acceptable"),
-    (drf_exceptions.UnsupportedMediaType, "unsupported_media_type", "Unsupported media type"),
-    (drf_exceptions.Throttled, "rate_limited", "Too many requests"),
+# DRF exception class -> code. Order matters: subclasses first.
+_DRF_CODES: list[tuple[type[Exception], str]] = [
+    (drf_exceptions.NotAuthenticated, "not_authenticated"),
+    (drf_exceptions.AuthenticationFailed, "authentication_failed"),
+    (drf_exceptions.PermissionDenied, "permission_denied"),
+    (drf_exceptions.NotFound, "not_found"),
+    (drf_exceptions.MethodNotAllowed, "method_not_allowed"),
+    (drf_exceptions.NotAcceptable, "not_acceptable"),
+    (drf_exceptions.UnsupportedMediaType, "unsupported_media_type"),
+    (drf_exceptions.Throttled, "rate_limited"),
     # A body that is not JSON fails "the body is a JSON object" (SPEC §3): validation_error.
-    (drf_exceptions.ParseError, "validation_error", "The request body is not valid JSON"),
-    (drf_exceptions.ValidationError, "validation_error", "The request is not valid"),
+    (drf_exceptions.ParseError, "validation_error"),
+    (drf_exceptions.ValidationError, "validation_error"),
 ]
 
 
@@ -173,11 +200,7 @@ def problem_for(error: BaseException | int) -> Problem:
         return Problem(problem_body(status=error, code=_status_code(error)))
     if isinstance(error, DomainError):
         body = problem_body(
-            status=error.status,
-            code=error.code,
-            title=error.title,
-            detail=error.detail,
-            **error.extra,
+            status=error.status, code=error.code, detail=error.detail, **error.extra
         )
         return Problem(body, dict(getattr(error, "headers", None) or {}))
     if isinstance(error, drf_exceptions.APIException):
@@ -185,7 +208,7 @@ def problem_for(error: BaseException | int) -> Problem:
     return _django_problem(error)
 
 
-# A bare status (Django's own 4xx page rewritten, a plain 400): its title is the phrase.
+# A bare status (Django's own 4xx page rewritten, a plain 400).
 _STATUS_CODES = {
     400: "bad_request",
     401: "not_authenticated",
@@ -203,15 +226,18 @@ def _status_code(status: int) -> str:
 
 
 def _drf_problem(exc: drf_exceptions.APIException) -> Problem:
-    # An APIException we have no entry for keeps its own stable default_code.
+    # An APIException we have no entry for keeps its own default_code if that names a
+    # problem type (so its `type` resolves), else it is the catch-all `error`.
     code = str(getattr(exc, "default_code", "") or "error")
-    title = HTTPStatus(exc.status_code).phrase if exc.status_code in _STATUSES else "Error"
-    for exc_class, exc_code, exc_title in _DRF_CODES:
+    if code not in PROBLEM_TYPES:
+        code = "error"
+    for exc_class, exc_code in _DRF_CODES:
         if isinstance(exc, exc_class):
-            code, title = exc_code, exc_title
+            code = exc_code
             break
     headers: dict[str, str] = {}
     extra: dict[str, Any] = {}
+    detail: str | None
     if isinstance(exc, drf_exceptions.ValidationError):
         extra["errors"] = flatten_validation_errors(exc.detail)
         detail = "See `errors` for the fields that need attention."
@@ -219,7 +245,7 @@ def _drf_problem(exc: drf_exceptions.APIException) -> Problem:
         extra["errors"] = [{"field": "", "message": str(exc.detail)}]
         detail = str(exc.detail)
     else:
-        detail = str(exc.detail) if not isinstance(exc.detail, (dict, list)) else title
+        detail = str(exc.detail) if not isinstance(exc.detail, (dict, list)) else None
     if isinstance(exc, drf_exceptions.Throttled):
         # Throttled.__init__ sets `wait`; djangorestframework-stubs does not declare it.
         wait: float | None = exc.wait  # type: ignore[attr-defined]
@@ -230,7 +256,7 @@ def _drf_problem(exc: drf_exceptions.APIException) -> Problem:
     auth_header = getattr(exc, "auth_header", None)
     if auth_header and exc.status_code == 401:
         headers["WWW-Authenticate"] = auth_header
-    body = problem_body(status=exc.status_code, code=code, title=title, detail=detail, **extra)
+    body = problem_body(status=exc.status_code, code=code, detail=detail, **extra)
     return Problem(body, headers)
 
 
@@ -239,33 +265,22 @@ _DATABASE_ERRORS = (OperationalError, InterfaceError)
 
 def _django_problem(error: BaseException) -> Problem:
     if isinstance(error, Http404):
-        return Problem(problem_body(status=404, code="not_found", title="Not found"))
+        return Problem(problem_body(status=404, code="not_found"))
     if isinstance(error, PermissionDenied):
-        return Problem(
-            problem_body(status=403, code="permission_denied", title="Permission denied")
-        )
+        return Problem(problem_body(status=403, code="permission_denied"))
     if isinstance(error, RequestDataTooBig):  # before SuspiciousOperation, its base class
         detail = f"Request bodies are limited to {settings.MAX_REQUEST_BODY_BYTES} bytes."
-        body = problem_body(
-            status=413, code="payload_too_large", title="Request body too large", detail=detail
-        )
-        return Problem(body)
+        return Problem(problem_body(status=413, code="payload_too_large", detail=detail))
     if isinstance(error, SuspiciousOperation):
-        return Problem(problem_body(status=400, code="bad_request", title="Bad request"))
+        return Problem(problem_body(status=400, code="bad_request"))
     if isinstance(error, _DATABASE_ERRORS):
         # Connection refused or lost, server restarting, deadlock or lock timeout: transient,
         # and the transaction rolled back, so the client may retry the same request (same key).
         detail = "The database is unavailable for a moment; the request changed nothing. Retry."
-        body = problem_body(
-            status=503, code="service_unavailable", title="Service unavailable", detail=detail
-        )
+        body = problem_body(status=503, code="service_unavailable", detail=detail)
         return Problem(body, {"Retry-After": "1"})
     detail = "Something went wrong on our side; the request changed nothing. Retry later."
-    return Problem(
-        problem_body(
-            status=500, code="internal_error", title="Internal server error", detail=detail
-        )
-    )
+    return Problem(problem_body(status=500, code="internal_error", detail=detail))
 
 
 # What DRF's handler answers itself. Anything else escapes the view to ProblemMiddleware,

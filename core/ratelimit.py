@@ -16,6 +16,18 @@ enforces (`rate_limit_enforce`), and any other way out of the handler (a replay,
 A throttle that counts only failures (API-key authentication) uses `failure_limit_count`
 after the work failed and `failure_limit_known_refusal` before doing it: the latter answers
 from what this process learnt at its last counted failure, without a round trip.
+
+Response headers (RateLimitHeadersMiddleware), from the decisions the request met, with no
+round trip of their own: each limit is a policy named after its scope (`api`,
+`order_create`, `api_key_failures`), sent as the current IETF draft's structured fields
+(draft-ietf-httpapi-ratelimit-headers-11)
+
+    RateLimit-Policy: "api";q=600;w=60, "order_create";q=5;w=60
+    RateLimit: "api";r=597;t=60, "order_create";r=4;t=60
+
+(q the quota, w the window in seconds; r what is left, t the seconds until a used slot
+frees), and as the older RateLimit-Limit / -Remaining / -Reset trio for the tightest of
+them (the fewest left), as existing clients read it. A 429 adds Retry-After (= its t).
 """
 
 from __future__ import annotations
@@ -86,17 +98,42 @@ fail_open_breaker = Breaker(cooldown=lambda: _FAIL_OPEN_PAUSE_SECONDS)
 
 @dataclass(frozen=True)
 class RateDecision:
+    policy: str  # the limit's scope, the policy's name in the headers
     allowed: bool
     limit: int
+    window_seconds: int
     remaining: int
     reset_seconds: int  # until the oldest counted request leaves the window
 
-    def headers(self) -> dict[str, str]:
-        return {
-            "RateLimit-Limit": str(self.limit),
-            "RateLimit-Remaining": str(self.remaining),
-            "RateLimit-Reset": str(self.reset_seconds),
-        }
+    def policy_item(self) -> str:
+        """This limit as a RateLimit-Policy list member: `"api";q=600;w=60`."""
+        return f"{_sf_string(self.policy)};q={self.limit};w={self.window_seconds}"
+
+    def service_limit_item(self) -> str:
+        """Where it stands as a RateLimit list member: `"api";r=599;t=60`."""
+        return f"{_sf_string(self.policy)};r={self.remaining};t={self.reset_seconds}"
+
+
+def _sf_string(value: str) -> str:
+    """An RFC 8941 String (printable ASCII, with `"` and `\\` escaped)."""
+    if not all(" " <= ch <= "~" for ch in value):
+        raise ValueError(f"not an RFC 8941 string: {value!r}")
+    return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def rate_limit_headers(decisions: list[RateDecision]) -> dict[str, str]:
+    """The response headers for the limits a request met, in the order it met them."""
+    tightest = decisions[0]
+    for decision in decisions[1:]:
+        if decision.remaining <= tightest.remaining:
+            tightest = decision
+    return {
+        "RateLimit-Policy": ", ".join(decision.policy_item() for decision in decisions),
+        "RateLimit": ", ".join(decision.service_limit_item() for decision in decisions),
+        "RateLimit-Limit": str(tightest.limit),
+        "RateLimit-Remaining": str(tightest.remaining),
+        "RateLimit-Reset": str(tightest.reset_seconds),
+    }
 
 
 @dataclass(frozen=True)
@@ -144,12 +181,14 @@ def _count_in_windows(windows: list[RateWindow]) -> list[tuple[RateDecision, int
         )
         return None
     decisions = []
-    for window, (limit, _), (admitted, remaining, reset_ms) in zip(
+    for window, (limit, window_seconds), (admitted, remaining, reset_ms) in zip(
         windows, limits, results, strict=False
     ):
         decision = RateDecision(
+            policy=window.scope,
             allowed=bool(admitted),
             limit=limit,
+            window_seconds=window_seconds,
             remaining=int(remaining),
             reset_seconds=max(1, -(-int(reset_ms) // 1000)),
         )
@@ -159,15 +198,15 @@ def _count_in_windows(windows: list[RateWindow]) -> list[tuple[RateDecision, int
     return decisions
 
 
-def _fail_open_decision(rate: str) -> RateDecision:
+def _fail_open_decision(scope: str, rate: str) -> RateDecision:
     limit, window_seconds = parse_rate(rate)
-    return RateDecision(True, limit, limit, window_seconds)
+    return RateDecision(scope, True, limit, window_seconds, limit, window_seconds)
 
 
 def rate_limit_hit(*, scope: str, identity: str, rate: str) -> RateDecision:
     """Count one request of `identity` against `rate` ('5/60s'); says whether it may pass."""
     counted = _count_in_windows([RateWindow(scope, identity, rate)])
-    return _fail_open_decision(rate) if counted is None else counted[0][0]
+    return _fail_open_decision(scope, rate) if counted is None else counted[0][0]
 
 
 # A failure throttle's refusals as this process learnt them: (scope, identity, rate) -> the
@@ -182,7 +221,7 @@ def failure_limit_count(*, scope: str, identity: str, rate: str) -> RateDecision
     when it has none left, for `failure_limit_known_refusal`."""
     counted = _count_in_windows([RateWindow(scope, identity, rate)])
     if counted is None:
-        return _fail_open_decision(rate)
+        return _fail_open_decision(scope, rate)
     decision, reset_ms = counted[0]
     if decision.remaining == 0:
         if len(_known_refusals) >= _KNOWN_REFUSALS_MAX:
@@ -201,9 +240,9 @@ def failure_limit_known_refusal(*, scope: str, identity: str, rate: str) -> Rate
     if left <= 0:
         _known_refusals.pop((scope, identity, rate), None)
         return None
-    limit, _ = parse_rate(rate)
+    limit, window_seconds = parse_rate(rate)
     RATE_LIMITED.labels(scope=scope).inc()
-    return RateDecision(False, limit, 0, max(1, math.ceil(left)))
+    return RateDecision(scope, False, limit, window_seconds, 0, max(1, math.ceil(left)))
 
 
 def _forget_expired_refusals() -> None:
@@ -224,11 +263,12 @@ class RateLimited(Throttled):
 
 
 def attach_rate_limit_headers(request, decision: RateDecision) -> None:
-    """Remember the tightest decision; RateLimitHeadersMiddleware copies it to the response."""
+    """Remember the decision for its policy; RateLimitHeadersMiddleware renders them all."""
     django_request = getattr(request, "_request", request)
-    current = getattr(django_request, "rate_limit_decision", None)
-    if current is None or decision.remaining <= current.remaining:
-        django_request.rate_limit_decision = decision
+    decisions = getattr(django_request, "rate_limit_decisions", None)
+    if decisions is None:
+        decisions = django_request.rate_limit_decisions = {}
+    decisions[decision.policy] = decision
 
 
 def rate_limit_enforce(request, *, scope: str, identity: str, rate: str) -> RateDecision:
@@ -242,7 +282,7 @@ def rate_limit_enforce(request, *, scope: str, identity: str, rate: str) -> Rate
         django_request.api_rate_limit_pending = None
     counted = _count_in_windows(windows)
     if counted is None:
-        counted = [(_fail_open_decision(window.rate), 0) for window in windows]
+        counted = [(_fail_open_decision(window.scope, window.rate), 0) for window in windows]
     for decision, _ in counted:
         attach_rate_limit_headers(request, decision)
     last, _ = counted[-1]
@@ -303,13 +343,15 @@ class ApiRateThrottle(BaseThrottle):
 
 
 class RateLimitHeadersMiddleware:
+    """Writes the rate-limit headers of every decision the request met (module docstring)."""
+
     def __init__(self, get_response):
         self.get_response = get_response
 
     def __call__(self, request):
         response = self.get_response(request)
-        decision = getattr(request, "rate_limit_decision", None)
-        if decision is not None:
-            for name, value in decision.headers().items():
+        decisions = getattr(request, "rate_limit_decisions", None)
+        if decisions:
+            for name, value in rate_limit_headers(list(decisions.values())).items():
                 response[name] = value
         return response

@@ -59,7 +59,6 @@ def _length_required(start_response: Callable[..., Any]) -> list[bytes]:
     body = problem_body(
         status=411,
         code="length_required",
-        title="Length required",
         detail="Send the request body with a Content-Length header.",
     )
     payload = json.dumps(body, separators=(",", ":")).encode()

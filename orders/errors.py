@@ -1,4 +1,7 @@
-"""Domain errors of the orders app, rendered as problem+json by the one exception handler."""
+"""Domain errors of the orders app, rendered as problem+json by the one exception handler.
+
+Each code's title and explanation page: core/problem_types.py.
+"""
 
 from core.problems import DomainError
 
@@ -6,13 +9,11 @@ from core.problems import DomainError
 class OrderNotFound(DomainError):
     status = 404
     code = "not_found"
-    title = "Not found"
 
 
 class OrderNotCancellable(DomainError):
     status = 409
     code = "order_not_cancellable"
-    title = "The order can no longer be cancelled"
 
     def __init__(self, status: str) -> None:
         super().__init__(
@@ -24,25 +25,21 @@ class OrderNotCancellable(DomainError):
 class IdempotencyKeyMissing(DomainError):
     status = 400
     code = "idempotency_key_missing"
-    title = "Idempotency-Key header required"
 
 
 class IdempotencyKeyInvalid(DomainError):
     status = 400
     code = "idempotency_key_invalid"
-    title = "Idempotency-Key header invalid"
 
 
 class IdempotencyKeyReused(DomainError):
     status = 409
     code = "idempotency_key_reused"
-    title = "Idempotency-Key already used with another request body"
 
 
 class IdempotencyKeyInUse(DomainError):
     status = 409
     code = "idempotency_key_in_use"
-    title = "A request with this Idempotency-Key is still being processed"
     retry_after_seconds = 1
 
     @property

@@ -4,6 +4,7 @@ from drf_spectacular.views import SpectacularAPIView, SpectacularRedocView, Spec
 
 from core.health import healthz, readyz
 from core.metrics import metrics_view
+from core.problem_pages import problem_type_index, problem_type_page
 from orders_project.operations.views import operations_dashboard
 
 urlpatterns = [
@@ -26,6 +27,10 @@ urlpatterns = [
         SpectacularRedocView.as_view(url_name="schema", template_name="core/redoc.html"),
         name="redoc",
     ),
+    # What every problem+json `type` (a relative URI) resolves to; no trailing slash, as the
+    # type is written (core/problem_types.py).
+    path("problems/", problem_type_index, name="problem-types"),
+    path("problems/<slug:code>", problem_type_page, name="problem-type"),
     path("healthz", healthz, name="healthz"),
     path("readyz", readyz, name="readyz"),
     path("metrics", metrics_view, name="metrics"),

@@ -1,8 +1,9 @@
 """Errors of the payments app.
 
 The webhook refusals are DomainErrors: the one exception handler (core/problems.py) renders
-them as problem+json with their status and code. The others never reach a client: the
-saga retries or records them (provider failures, a lost race, a payment id bound elsewhere).
+them as problem+json with their status and code (titles and explanation pages:
+core/problem_types.py). The others never reach a client: the saga retries or records them
+(provider failures, a lost race, a payment id bound elsewhere).
 """
 
 from __future__ import annotations
@@ -18,19 +19,16 @@ from core.problems import DomainError
 class WebhookSignatureInvalid(DomainError):
     status = 401
     code = "webhook_signature_invalid"
-    title = "Webhook signature missing or invalid"
 
 
 class WebhookMalformed(DomainError):
     status = 400
     code = "webhook_malformed"
-    title = "Webhook headers or body malformed"
 
 
 class WebhookTooLarge(DomainError):
     status = 413
     code = "payload_too_large"
-    title = "Webhook body too large"
 
 
 # --- the provider's answers --------------------------------------------------------------
