@@ -36,7 +36,6 @@ from django.db import DatabaseError, connections, transaction
 from django.db.models import Model
 from django.db.models.sql import InsertQuery
 
-
 # Between the statements of the one query string (no statement contains it).
 UNIT_OF_WORK_SEPARATOR = ";\n"
 
