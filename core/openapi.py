@@ -9,7 +9,7 @@ is an enum of exactly those codes (`OrdersCreate409Problem`: `insufficient_stock
 documents the headers every response or every limited response carries: `X-Request-ID`,
 the rate-limit headers and `Retry-After`.
 
-(The X-API-Key security scheme is the clients app's: clients/authentication.py.)
+(The security schemes are the apps': clients/openapi.py, payments/api/views.py.)
 """
 
 from __future__ import annotations
@@ -89,14 +89,11 @@ def validation_error(detail: dict[str, Any], *, summary: str = "") -> Documented
 
 def bad_path() -> DocumentedProblem:
     # core/input_guard.py: a path holding NUL or unpaired surrogates, before routing.
-    return documented(SuspiciousOperation(), summary="The path holds characters it cannot.")
+    return documented(SuspiciousOperation(), summary="A path holding NUL or lone surrogates.")
 
 
 def not_authenticated() -> DocumentedProblem:
-    return documented(
-        drf_exceptions.NotAuthenticated("Send your API key in the X-API-Key header."),
-        summary="No X-API-Key header.",
-    )
+    return documented(drf_exceptions.NotAuthenticated(), summary="No X-API-Key header.")
 
 
 def authentication_failed() -> DocumentedProblem:
@@ -145,7 +142,10 @@ def every_request() -> list[DocumentedProblem]:
     ]
 
 
-def problems_by_status(problems: Iterable[DocumentedProblem]) -> dict[int, list]:
+def problems_by_status(
+    problems: Iterable[DocumentedProblem],
+) -> dict[int, list[DocumentedProblem]]:
+    """The problems by status, each code once (the first one given wins)."""
     by_status: dict[int, list[DocumentedProblem]] = {}
     for problem in problems:
         same = by_status.setdefault(problem.status, [])
@@ -227,7 +227,8 @@ class ProblemGroup:
         ]
 
     def retry_after(self) -> bool | None:
-        """True when every problem here sends Retry-After, None when none does."""
+        """Whether Retry-After is sent: True by every problem here, False by some only,
+        None by none."""
         sending = [("Retry-After" in problem.problem.headers) for problem in self.problems]
         return True if all(sending) else (False if any(sending) else None)
 
@@ -263,9 +264,9 @@ _REQUEST_ID: dict[str, Any] = {
 }
 
 # What the limiter sends (core/ratelimit.py): the older trio on every limited response, and
-# the IETF draft's structured fields (draft-ietf-httpapi-ratelimit-headers), each naming
-# the policy ("api" per API client, "order_create" per client and customer email). A
-# response carries the tightest of the limits it counted against.
+# the IETF draft's structured fields (draft-ietf-httpapi-ratelimit-headers), which name the
+# policy they report (e.g. "api"). A response carries the tightest of the limits it counted
+# against.
 RATE_LIMIT_HEADERS: dict[str, dict[str, Any]] = {
     "RateLimit-Policy": {
         "schema": {"type": "string", "example": '"api";q=600;w=60'},
@@ -294,7 +295,8 @@ RATE_LIMIT_HEADERS: dict[str, dict[str, Any]] = {
         "description": "Seconds until the window frees a slot (older header).",
     },
 }
-# The headers every limited response carries today (core.ratelimit.RateDecision.headers).
+# The headers every limited response carries today (core.ratelimit.RateDecision.headers):
+# documented as required on success and 429, the others as optional until they are sent.
 RATE_LIMIT_HEADERS_ALWAYS_SENT = ("RateLimit-Limit", "RateLimit-Remaining", "RateLimit-Reset")
 
 _RETRY_AFTER: dict[str, Any] = {
@@ -342,23 +344,36 @@ class ApiAutoSchema(AutoSchema):
         if undocumented:
             warn(f"{operation_id} {group.status}: problem members without a schema: {undocumented}")
         if len(group.codes) == 1:
-            name = _camel(group.codes[0]) + "Problem"
-            shared = self._component(f"{name}Code", group.code_schema())
-            schema = group.schema(shared.ref)
-            existing = self._component(name, schema)
-            if existing.schema == schema:
-                return existing
+            shared = self._problem_components(_camel(group.codes[0]) + "Problem", group)
+            if shared is not None:
+                return shared
         name = f"{_camel(operation_id)}{group.status}Problem"
-        code = self._component(f"{name}Code", group.code_schema())
-        return self._component(name, group.schema(code.ref))
+        component = self._problem_components(name, group)
+        if component is None:
+            raise ValueError(f"two different problem components named {name}")
+        return component
 
-    def _component(self, name: str, schema: dict[str, Any]) -> ResolvedComponent:
-        """The component `name`: registered with `schema`, or as it was registered before."""
-        component = ResolvedComponent(
-            name=name, type=ResolvedComponent.SCHEMA, schema=schema, object=name
+    def _problem_components(self, name: str, group: ProblemGroup) -> ResolvedComponent | None:
+        """Registers `name` and `<name>Code` for the group, or finds them registered for the
+        same schema; None when `name` is taken by another schema."""
+        code = ResolvedComponent(
+            name=f"{name}Code",
+            type=ResolvedComponent.SCHEMA,
+            schema=group.code_schema(),
+            object=f"{name}Code",
         )
-        self.registry.register_on_missing(component)
-        return self.registry[component]
+        problem = ResolvedComponent(
+            name=name,
+            type=ResolvedComponent.SCHEMA,
+            schema=group.schema(code.ref),
+            object=name,
+        )
+        if problem in self.registry:
+            registered = self.registry[problem]
+            return registered if registered.schema == problem.schema else None
+        self.registry.register_on_missing(code)
+        self.registry.register_on_missing(problem)
+        return problem
 
     def _standard_headers(self, status: int, group: ProblemGroup | None) -> dict[str, Any]:
         headers = {REQUEST_ID_HEADER: _header(_REQUEST_ID, required=True)}

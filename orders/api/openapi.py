@@ -143,7 +143,7 @@ _PRODUCT_IDS = {
     "items": {"type": "string", "format": "uuid"},
 }
 # The component drf-spectacular makes of OrderStatus (settings ENUM_NAME_OVERRIDES): the
-# filter takes the same values the orders carry.
+# `?status=` filter and order_not_cancellable's `order_status` take the orders' own values.
 _ORDER_STATUS_REF = {"$ref": "#/components/schemas/OrderStatusEnum"}
 _ORDER_STATUS = {
     "allOf": [_ORDER_STATUS_REF],
@@ -218,7 +218,7 @@ def _detail_problems() -> list[DocumentedProblem]:
 def _cancel_problems() -> list[DocumentedProblem]:
     return [
         documented(
-            OrderNotCancellable(OrderStatus.PAID),
+            OrderNotCancellable(OrderStatus.PAID.value),
             summary="The order is paid (or refunded): only pending orders can be cancelled.",
             order_status=_ORDER_STATUS,
         ),
@@ -293,7 +293,8 @@ ORDERS_CREATE = extend_schema(
         "(`409 insufficient_stock`, `422 product_unavailable`) are stored for at least 24 h; "
         "`400`, `401`, `429` and `5xx` are not (a retry runs afresh).\n\n"
         "**Limits.** Per API client and customer email (`ORDER_RATE_LIMIT`, 5 per 60 s by "
-        "default) besides the per-client API limit; replays do not count. " + _API_KEY
+        "default; replays and `idempotency_key_in_use` do not count against it), besides "
+        "the per-client API limit. " + _API_KEY
     ),
     request=OrderCreateInputSerializer,
     parameters=[
