@@ -13,4 +13,13 @@ class ApiKeyAuthenticationScheme(OpenApiAuthenticationExtension):
     name = "ApiKeyAuth"
 
     def get_security_definition(self, auto_schema):
-        return {"type": "apiKey", "in": "header", "name": API_KEY_HEADER}
+        return {
+            "type": "apiKey",
+            "in": "header",
+            "name": API_KEY_HEADER,
+            "description": (
+                "An API client's key, issued by staff in the admin or with `manage.py "
+                "create_api_client NAME` (shown once; only its hash is stored). Wrong keys "
+                "are limited per client address (`API_KEY_FAILURE_RATE_LIMIT`)."
+            ),
+        }

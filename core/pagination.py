@@ -14,6 +14,17 @@ class StrictCursorPagination(CursorPagination):
     page_size = 20
     max_page_size = MAX_PAGE_SIZE
     page_size_query_param = "page_size"
+    cursor_query_description = "Opaque: take it from a page's `next` or `previous` URL."
+    page_size_query_description = f"1–{MAX_PAGE_SIZE}, default {page_size}."
+
+    # What OpenAPI shows as a page's `next` in examples (the products list is the one
+    # paginated viewset; the orders list paginates by hand and documents its own page).
+    example_next = "http://127.0.0.1:8000/api/v1/products/?cursor=cD0yMDI2LTAzLTAy"
+
+    def get_paginated_response_schema(self, schema):
+        """The page as OpenAPI shows it: every member always present, the links null at
+        either end (DRF's own marks only `results` required)."""
+        return page_schema(schema, example_next=self.example_next)
 
     def get_page_size(self, request):
         raw = request.query_params.get(self.page_size_query_param)
@@ -59,6 +70,28 @@ class StrictCursorPagination(CursorPagination):
             raise _invalid_cursor() from exc
         if value is None:
             raise _invalid_cursor()
+
+
+def page_schema(results: dict, *, example_next: str) -> dict:
+    """The JSON Schema of a cursor page of `results` (an array schema)."""
+    link = {"type": "string", "format": "uri", "nullable": True}
+    return {
+        "type": "object",
+        "properties": {
+            "next": {
+                **link,
+                "description": "The next page; null on the last one.",
+                "example": example_next,
+            },
+            "previous": {
+                **link,
+                "description": "The previous page; null on the first one.",
+                "example": None,
+            },
+            "results": results,
+        },
+        "required": ["next", "previous", "results"],
+    }
 
 
 def _invalid_cursor() -> ValidationError:

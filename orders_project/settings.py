@@ -309,15 +309,61 @@ REST_FRAMEWORK = {
     "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
     "DEFAULT_PARSER_CLASSES": ["core.parsers.StrictJSONParser"],
     "EXCEPTION_HANDLER": "core.problems.problem_exception_handler",
-    "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
+    "DEFAULT_SCHEMA_CLASS": "core.openapi.ApiAutoSchema",
     "UNAUTHENTICATED_USER": None,
     "COERCE_DECIMAL_TO_STRING": True,
 }
 
+_API_DESCRIPTION = """\
+Products, orders and the payment provider's webhook of one shop (the contract: SPEC.md).
+
+**Authentication.** Order operations need `X-API-Key: <key>` (issued by staff in the admin or
+with `manage.py create_api_client NAME`); a client sees and changes only its own orders.
+Product reads are public.
+
+**Errors** are `application/problem+json` (RFC 9457) with a stable `code`; each operation
+lists, per status, exactly the codes it answers with. Validation errors add `errors`:
+`[{"field": "items[0].quantity", "message": "..."}]`.
+
+**Idempotency.** `POST /api/v1/orders/` needs an `Idempotency-Key`: the same key and body
+replay the first response byte for byte (`Idempotent-Replayed: true`).
+
+**Rate limits.** Every request counts against its API client's limit (per client address for
+public reads), order creation also per customer email. Limited responses carry the IETF draft's
+`RateLimit-Policy` and `RateLimit` headers and the older `RateLimit-Limit`,
+`RateLimit-Remaining`, `RateLimit-Reset`; a `429` carries `Retry-After`.
+
+**Request ids.** Every response carries `X-Request-ID` (yours when you send a sane one).
+
+**Pages** are cursor pages `{"next", "previous", "results"}`: follow `next` until it is null.
+
+Decimals are strings (`"12.50"`), times ISO 8601 with an offset, ids UUIDs.
+"""
+
 SPECTACULAR_SETTINGS = {
     "TITLE": "Orders service API",
-    "DESCRIPTION": "Products, orders and payment webhooks. Errors are application/problem+json.",
+    "DESCRIPTION": _API_DESCRIPTION,
     "VERSION": "1.0.0",
+    # Relative by default: the document describes the host that serves it.
+    "SERVERS": [
+        {
+            "url": os.environ.get("OPENAPI_SERVER_URL", "/"),
+            "description": "This service",
+        }
+    ],
+    "TAGS": [
+        {"name": "products", "description": "The catalog: products for sale. Public."},
+        {"name": "orders", "description": "Place, read and cancel orders. Needs X-API-Key."},
+        {"name": "payments", "description": "The payment provider's signed webhook."},
+    ],
+    "SCHEMA_PATH_PREFIX": r"/api/v[0-9]+",
+    # Enums named after what they are (the fields are all called `status` or `type`).
+    "ENUM_NAME_OVERRIDES": {
+        "OrderStatusEnum": "orders.models.OrderStatus",
+        "CancelReasonEnum": "orders.models.CancelReason",
+        "WebhookEventTypeEnum": "payments.api.serializers.EVENT_TYPES",
+        "WebhookOutcomeEnum": "payments.webhooks.OUTCOMES",
+    },
     "SERVE_INCLUDE_SCHEMA": False,
     "SWAGGER_UI_DIST": "SIDECAR",
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",

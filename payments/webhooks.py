@@ -35,9 +35,15 @@ _WAIT_FOR_ORDER = timedelta(days=1)
 _RETRY_TIME_BUDGET_SECONDS = 5.0
 
 
+# What the receiver answers a delivery with: the inbox entry's status, or `duplicate` for a
+# redelivery of a webhook id it has already recorded.
+DUPLICATE = "duplicate"
+OUTCOMES = [*WebhookStatus.choices, (DUPLICATE, "Already recorded: a redelivery")]
+
+
 @dataclass(frozen=True)
 class WebhookOutcome:
-    status: str  # a WebhookStatus, or "duplicate"
+    status: str  # a value of OUTCOMES
     note: str = ""
 
 
@@ -59,8 +65,8 @@ def webhook_receive(*, webhook_id: str, event: dict) -> WebhookOutcome:
                     status=WebhookStatus.WAITING,
                 )
         except IntegrityError:
-            metrics.WEBHOOKS.labels(outcome="duplicate").inc()
-            return WebhookOutcome("duplicate")
+            metrics.WEBHOOKS.labels(outcome=DUPLICATE).inc()
+            return WebhookOutcome(DUPLICATE)
         outcome = _apply(entry=entry, event=event, order_id=order_id)
     metrics.WEBHOOKS.labels(outcome=outcome.status).inc()
     return outcome

@@ -1,7 +1,10 @@
 from django.conf import settings
+from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
 from catalog.models import Product
+
+SEARCH_MAX_LENGTH = 100
 
 
 class ProductOutputSerializer(serializers.ModelSerializer):
@@ -22,6 +25,14 @@ class ProductOutputSerializer(serializers.ModelSerializer):
             "updated_at",
         ]
         read_only_fields = fields
+        ref_name = "Product"
+        extra_kwargs = {
+            "stock": {"help_text": "Units available to order now."},
+            "is_active": {"help_text": "Always true here: inactive products are not listed."},
+        }
 
+    @extend_schema_field(
+        serializers.CharField(help_text="The shop's currency (ISO 4217), e.g. USD.")
+    )
     def get_currency(self, product: Product) -> str:
         return settings.SHOP_CURRENCY

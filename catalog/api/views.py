@@ -1,16 +1,13 @@
 """Public product reads: a read-only viewset over catalog selectors."""
 
 from django.http import Http404
-from drf_spectacular.types import OpenApiTypes
-from drf_spectacular.utils import OpenApiParameter, extend_schema, extend_schema_view
+from drf_spectacular.utils import extend_schema, extend_schema_view
 from rest_framework import serializers, viewsets
 
-from catalog.api.serializers import ProductOutputSerializer
+from catalog.api import openapi
+from catalog.api.serializers import SEARCH_MAX_LENGTH, ProductOutputSerializer
 from catalog.selectors import product_get_active, product_list_active
-from core.openapi import page_size_parameter, problem_responses
 from core.pagination import CreatedCursorPagination
-
-SEARCH_MAX_LENGTH = 100
 
 
 class ProductFilterSerializer(serializers.Serializer):
@@ -22,22 +19,7 @@ class ProductFilterSerializer(serializers.Serializer):
 
 # No docstring on the viewset: drf-spectacular would publish it as the operations' description.
 @extend_schema(tags=["products"])
-@extend_schema_view(
-    list=extend_schema(
-        parameters=[
-            OpenApiParameter(
-                "search",
-                OpenApiTypes.STR,
-                description=f"Case-insensitive substring of name or sku (≤ {SEARCH_MAX_LENGTH}).",
-            ),
-            page_size_parameter(),
-        ],
-        responses={200: ProductOutputSerializer(many=True), **problem_responses(400, 429)},
-    ),
-    retrieve=extend_schema(
-        responses={200: ProductOutputSerializer, **problem_responses(404, 429)},
-    ),
-)
+@extend_schema_view(list=openapi.PRODUCTS_LIST, retrieve=openapi.PRODUCTS_RETRIEVE)
 class ProductViewSet(viewsets.ReadOnlyModelViewSet):
     serializer_class = ProductOutputSerializer
     pagination_class = CreatedCursorPagination

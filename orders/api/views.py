@@ -11,46 +11,31 @@ from collections.abc import Sequence
 from typing import Any
 
 from django.conf import settings
-from drf_spectacular.types import OpenApiTypes
-from drf_spectacular.utils import OpenApiParameter, extend_schema, extend_schema_serializer
-from rest_framework import serializers, viewsets
+from drf_spectacular.utils import extend_schema
+from rest_framework import viewsets
 from rest_framework.decorators import action
 from rest_framework.response import Response
 
 from catalog.errors import InsufficientStock, ProductUnavailable
 from clients.authentication import HasApiKey
-from core.openapi import page_size_parameter, problem_responses
 from core.pagination import NewestFirstCursorPagination
 from core.ratelimit import rate_limit_enforce
 from core.unit_of_work import UnitOfWork
 from orders import metrics
-from orders.api.idempotency import IDEMPOTENCY_HEADER, REPLAYED_HEADER, idempotent_create
+from orders.api import openapi
+from orders.api.idempotency import idempotent_create
 from orders.api.serializers import (
     OrderCreateInputSerializer,
     OrderListQuerySerializer,
     OrderOutputSerializer,
 )
 from orders.errors import OrderNotFound
-from orders.idempotency import MAX_KEY_LENGTH
 from orders.models import CancelReason, Order
 from orders.selectors import order_get_for_client, order_list_for_client, order_payment_summaries
 from orders.services import OrderLine, order_cancel, order_create, order_create_in
 
 # Business refusals that are stored and replayed like a success (SPEC §3).
 STORED_REFUSALS = (InsufficientStock, ProductUnavailable)
-
-
-# many=False: a list action's response would otherwise be documented as an array of pages.
-@extend_schema_serializer(many=False)
-class OrderPageSerializer(serializers.Serializer):
-    """One cursor page of orders, as NewestFirstCursorPagination renders it."""
-
-    next = serializers.URLField(allow_null=True)
-    previous = serializers.URLField(allow_null=True)
-    results = OrderOutputSerializer(many=True)
-
-    class Meta:
-        ref_name = "PaginatedOrderList"
 
 
 def order_location(order_id) -> str:
@@ -95,43 +80,6 @@ def _count_created(status: int) -> None:
     metrics.ORDERS_CREATED.labels(outcome=outcome.get(status, "other")).inc()
 
 
-_CREATE_PARAMETERS = [
-    OpenApiParameter(
-        IDEMPOTENCY_HEADER,
-        {
-            "type": "string",
-            "minLength": 1,
-            "maxLength": MAX_KEY_LENGTH,
-            # Printable ASCII; `""` is the quoted form of the empty key.
-            "pattern": r'^(?!""$)[ -~]+$',
-        },
-        OpenApiParameter.HEADER,
-        required=True,
-        description=(
-            f"1–{MAX_KEY_LENGTH} printable ASCII characters; the RFC 8941 quoted "
-            'form (`"abc"`) equals the bare one.'
-        ),
-    ),
-    OpenApiParameter(
-        "Location",
-        OpenApiTypes.STR,
-        OpenApiParameter.HEADER,
-        required=True,
-        description="The order's URL.",
-        response=[201],
-    ),
-    OpenApiParameter(
-        REPLAYED_HEADER,
-        OpenApiTypes.STR,
-        OpenApiParameter.HEADER,
-        required=True,
-        enum=["true", "false"],
-        description="`true` when the response is replayed from an earlier request.",
-        response=[201, 422],
-    ),
-]
-
-
 # No docstrings on the viewset or its actions: drf-spectacular would publish them as the
 # operations' descriptions.
 @extend_schema(tags=["orders"])
@@ -144,15 +92,7 @@ class OrderViewSet(viewsets.ViewSet):
         # OPTIONS reports it: the names of the three APIViews this viewset replaced.
         return self.name or ("Order Detail" if self.detail else "Order List Create")
 
-    @extend_schema(
-        parameters=[
-            OrderListQuerySerializer,
-            page_size_parameter(),
-            OpenApiParameter("cursor", OpenApiTypes.STR),
-        ],
-        responses={200: OrderPageSerializer, **problem_responses(400, 401, 429)},
-        operation_id="v1_orders_list",
-    )
+    @openapi.ORDERS_LIST
     def list(self, request):
         query = OrderListQuerySerializer(data=request.query_params)
         query.is_valid(raise_exception=True)
@@ -165,19 +105,7 @@ class OrderViewSet(viewsets.ViewSet):
         page = paginator.paginate_queryset(orders, request, view=self)
         return paginator.get_paginated_response(_render_orders(page))
 
-    @extend_schema(
-        request=OrderCreateInputSerializer,
-        parameters=_CREATE_PARAMETERS,
-        responses={
-            201: OrderOutputSerializer,
-            **problem_responses(400, 401, 409, 413, 415, 422, 429),
-        },
-        description=(
-            "400 `validation_error`, `idempotency_key_missing`, `idempotency_key_invalid`; "
-            "409 `insufficient_stock`, `idempotency_key_reused`, `idempotency_key_in_use`; "
-            "422 `product_unavailable`; 429 `rate_limited`."
-        ),
-    )
+    @openapi.ORDERS_CREATE
     @idempotent_create(
         input_serializer=OrderCreateInputSerializer,
         limit=_limit_per_customer,
@@ -196,15 +124,11 @@ class OrderViewSet(viewsets.ViewSet):
         )
         return None if order is None else _created(order)
 
-    @extend_schema(responses={200: OrderOutputSerializer, **problem_responses(401, 404, 429)})
+    @openapi.ORDERS_RETRIEVE
     def retrieve(self, request, order_id):
         return Response(_render_order(_client_order(request, order_id)))
 
-    @extend_schema(
-        request=None,
-        responses={200: OrderOutputSerializer, **problem_responses(401, 404, 409, 429)},
-        description="409 `order_not_cancellable` once the order is paid.",
-    )
+    @openapi.ORDERS_CANCEL
     @action(detail=True, methods=["post"], name="Order Cancel")
     def cancel(self, request, order_id):
         order_cancel(order_id=order_id, client=request.user, reason=CancelReason.CUSTOMER_REQUESTED)

@@ -17,6 +17,7 @@ from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
 from payments.errors import WebhookMalformed
+from payments.webhooks import OUTCOMES
 
 EVENT_TYPES = ("payment.succeeded", "payment.failed", "refund.succeeded")
 
@@ -94,11 +95,16 @@ class WebhookOrderIdField(serializers.Field):
 
 
 class WebhookEventDataSerializer(serializers.Serializer):
-    payment_id = StrictCharField(max_length=100)
+    payment_id = StrictCharField(max_length=100, help_text="The provider's id for the payment.")
     order_id = WebhookOrderIdField(help_text="The order's id, in the canonical 8-4-4-4-12 form.")
     amount = WebhookAmountField(help_text="Decimal string; a JSON number is accepted too.")
-    currency = StrictCharField(allow_blank=True)
-    failure_reason = StrictCharField(required=False, allow_blank=True)
+    currency = StrictCharField(allow_blank=True, help_text="ISO 4217, e.g. USD.")
+    failure_reason = StrictCharField(
+        required=False, allow_blank=True, help_text="Why a payment failed, for people."
+    )
+
+    class Meta:
+        ref_name = "WebhookEventData"
 
 
 class WebhookEventSerializer(serializers.Serializer):
@@ -110,12 +116,17 @@ class WebhookEventSerializer(serializers.Serializer):
     data = WebhookEventDataSerializer()  # type: ignore[assignment]
     created_at = StrictCharField(required=False, allow_blank=True, help_text="ISO 8601.")
 
+    class Meta:
+        ref_name = "WebhookEvent"
+
 
 class WebhookAcceptedSerializer(serializers.Serializer):
-    status = serializers.CharField(
-        help_text="applied, ignored, mismatch, waiting, unmatched or duplicate."
+    status = serializers.ChoiceField(
+        choices=OUTCOMES,
+        read_only=True,
+        help_text="What became of the event (any 2xx means it is recorded).",
     )
-    detail = serializers.CharField(allow_blank=True)
+    detail = serializers.CharField(read_only=True, help_text="A note for people; may be empty.")
 
 
 def webhook_event_parse(body: bytes) -> dict:

@@ -4,20 +4,15 @@ from __future__ import annotations
 
 from django.conf import settings
 from drf_spectacular.extensions import OpenApiAuthenticationExtension
-from drf_spectacular.utils import extend_schema
 from rest_framework.authentication import BaseAuthentication
 from rest_framework.parsers import BaseParser
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from core.openapi import problem_responses
 from core.problems import DomainError
 from payments import metrics
-from payments.api.serializers import (
-    WebhookAcceptedSerializer,
-    WebhookEventSerializer,
-    webhook_event_parse,
-)
+from payments.api import openapi
+from payments.api.serializers import webhook_event_parse
 from payments.errors import WebhookTooLarge
 from payments.signatures import webhook_verify
 from payments.webhooks import webhook_receive
@@ -72,21 +67,13 @@ class StandardWebhooksSignatureScheme(OpenApiAuthenticationExtension):
         }
 
 
-@extend_schema(
-    tags=["payments"],
-    request={"application/json": WebhookEventSerializer},
-    responses={200: WebhookAcceptedSerializer, **problem_responses(400, 401, 413)},
-    description=(
-        "200 also for a redelivery (acknowledged, changes nothing); 400 `webhook_malformed`; "
-        "401 `webhook_signature_invalid` (missing, bad or stale); 413 `payload_too_large`."
-    ),
-)
 class PaymentWebhookView(APIView):
     authentication_classes = [StandardWebhooksSignature]
     permission_classes: list = []
     throttle_classes: list = []  # the provider retries; limiting it only delays money
     parser_classes = [RawBodyParser]
 
+    @openapi.PAYMENTS_WEBHOOK
     def post(self, request):
         try:
             body = _read_limited_body(request)

@@ -106,7 +106,7 @@ def test_schema_documents_what_the_fuzzer_relies_on():
     listing = paths["/api/v1/orders/"]["get"]["responses"]["200"]["content"]
     page = schemas[listing["application/json"]["schema"]["$ref"].rsplit("/", 1)[1]]
     assert {"next", "previous", "results"} <= page["properties"].keys()
-    items = schemas["OrderCreateInputRequest"]["properties"]["items"]
+    items = schemas["OrderCreateRequest"]["properties"]["items"]
     assert (items["minItems"], items["maxItems"]) == (1, 50)
     for path, operations in paths.items():
         for method, operation in operations.items():

@@ -22,6 +22,7 @@ written to test-artifacts/schemathesis/ and printed at the end of the run.
 
 from __future__ import annotations
 
+import copy
 import io
 import itertools
 import json
@@ -152,7 +153,9 @@ class World:
         if isinstance(query.get("cursor"), str) and len(query["cursor"]) % 2:
             # Half of the cursors are real ones (a page further on), half stay forged.
             query["cursor"] = self.cursor
-        body = case.body
+        # A copy: a body may be the schema's own example object, which every phase that
+        # sends the example shares; steered twice, its lines would all become one product.
+        body = case.body = copy.deepcopy(case.body)
         if case.operation.path == "/api/v1/orders/" and isinstance(body, dict):
             self._steer_lines(body.get("items"))
         if case.operation.path == WEBHOOK_PATH and isinstance(body, dict):
