@@ -103,8 +103,10 @@ check-lock-drill: $(UV_STAMP) ## show check-lock failing on drift, in a scratch 
 	drifted "uv.lock is updated but requirements.txt is not re-exported"
 
 requirements: $(UV_STAMP) ## write requirements.txt (runtime) and requirements-embedded.txt from uv.lock
-	{ printf $(EXPORT_HEADER) "The runtime set"; $(EXPORT_RUNTIME); } > requirements.txt
-	{ printf $(EXPORT_HEADER) "Embedded PostgreSQL and Redis for scripts/services.py"; $(EXPORT_EMBEDDED); } > requirements-embedded.txt
+	{ printf $(EXPORT_HEADER) "The runtime set"; $(EXPORT_RUNTIME); } > requirements.txt.tmp
+	{ printf $(EXPORT_HEADER) "Embedded PostgreSQL and Redis for scripts/services.py"; $(EXPORT_EMBEDDED); } > requirements-embedded.txt.tmp
+	mv requirements.txt.tmp requirements.txt
+	mv requirements-embedded.txt.tmp requirements-embedded.txt
 
 services: $(RUNTIME_STAMP) ## find or start PostgreSQL and Redis only
 	$(PY) -m scripts.services up
