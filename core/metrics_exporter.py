@@ -58,8 +58,10 @@ def start_exporter(*, process: str) -> int | None:
         )
         logger.info(
             "metrics exporter listening",
+            # Not "process": LogRecord has that attribute (the pid), and logging refuses
+            # to overwrite it (a KeyError in the worker_init/beat_init handler).
             extra={
-                "process": process,
+                "celery_process": process,
                 "address": f"{bind}:{port}",
                 "multiprocess": bool(_multiprocess_dir()),
             },

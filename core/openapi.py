@@ -297,7 +297,13 @@ RATE_LIMIT_HEADERS: dict[str, dict[str, Any]] = {
 }
 # The headers every limited response carries today (core.ratelimit.RateDecision.headers):
 # documented as required on success and 429, the others as optional until they are sent.
-RATE_LIMIT_HEADERS_ALWAYS_SENT = ("RateLimit-Limit", "RateLimit-Remaining", "RateLimit-Reset")
+RATE_LIMIT_HEADERS_ALWAYS_SENT = (
+    "RateLimit-Policy",
+    "RateLimit",
+    "RateLimit-Limit",
+    "RateLimit-Remaining",
+    "RateLimit-Reset",
+)
 
 _RETRY_AFTER: dict[str, Any] = {
     "schema": {"type": "integer", "minimum": 0},

