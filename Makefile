@@ -34,6 +34,10 @@ install: $(STAMP) ## create .venv and install the pinned requirements (if change
 run: $(STAMP) ## set everything up and run web, worker, beat and the fake provider (Ctrl-C stops)
 	$(PY) -m scripts.run
 
+.PHONY: demo
+demo: $(STAMP) ## walk the whole API of a running `make run` (DEMO_BASE_URL, default :8000)
+	$(PY) -m scripts.demo
+
 test: $(STAMP) ## set up, then lint and the whole test suite against real PostgreSQL and Redis
 	$(PY) -m scripts.services up
 	$(VENV)/bin/ruff check .
