@@ -43,7 +43,7 @@ from scripts.waiting import wait_for
 
 REPO = Path(__file__).resolve().parents[1]
 # The defaults of orders_project/settings.py (the local development secret of `make run`).
-DEFAULT_WEBHOOK_SECRET = "whsec_ZGV2LW9ubHktd2ViaG9vay1zZWNyZXQtY2hhbmdlLW1l"  # noqa: S105
+DEFAULT_WEBHOOK_SECRET = "whsec_ZGV2LW9ubHktd2ViaG9vay1zZWNyZXQtY2hhbmdlLW1l"
 DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
 DEFAULT_STREAM = "orders.events"
 STEPS = [
@@ -182,9 +182,10 @@ class Demo:
         )
         data = response.json()
         if code is not None:
+            content_type = response.headers.get("Content-Type", "")
             check(
-                response.headers.get("Content-Type", "").startswith("application/problem+json"),
-                f"an error must be application/problem+json, got {response.headers.get('Content-Type')}",
+                content_type.startswith("application/problem+json"),
+                f"an error must be application/problem+json, got {content_type!r}",
             )
             check(data.get("code") == code, f"expected code {code!r}, got {data.get('code')!r}")
         return data
@@ -258,7 +259,9 @@ class Demo:
 
     def step_products(self) -> None:
         data = self.expect(self.request("GET", "/api/v1/products/?page_size=100", key=False), 200)
-        check({"next", "previous", "results"} <= set(data), "a cursor page has next/previous/results")
+        check(
+            {"next", "previous", "results"} <= set(data), "a cursor page has next/previous/results"
+        )
         products = data["results"]
         check(products, "no active products: load some (make run seeds the demo catalog)")
         # Orders of this demo: a product with a few units; over the stock: one with < 1000.
@@ -341,7 +344,10 @@ class Demo:
         check(stock == self.stock_before, f"stock back to {self.stock_before}, got {stock}")
 
     def step_paid(self) -> None:
-        body = {"email": self.email("paid"), "items": [{"product_id": self.product["id"], "quantity": 1}]}
+        body = {
+            "email": self.email("paid"),
+            "items": [{"product_id": self.product["id"], "quantity": 1}],
+        }
         created = self.expect(self.create(body), 201)
         order = self.settled(created["id"])
         check(order["status"] == "paid", f"paid, got {order['status']} {order['cancel_reason']}")
@@ -409,11 +415,8 @@ class Demo:
         print(f"  > XRANGE {self.stream} {self.stream_start} +  (entries of order {order_id[:8]}…)")
 
         def entries() -> list[dict] | None:
-            found = [
-                fields
-                for _, fields in self.redis.xrange(self.stream, min=self.stream_start)
-                if fields.get("aggregate_id") == order_id
-            ]
+            stream: Any = self.redis.xrange(self.stream, min=self.stream_start)
+            found = [fields for _, fields in stream if fields.get("aggregate_id") == order_id]
             return found if any(e.get("type") == "order.paid" for e in found) else None
 
         events = self.wait(entries, what=f"order.paid of {order_id} on the stream {self.stream}")
