@@ -64,7 +64,6 @@ SHOWN_HEADERS = (
     "Idempotent-Replayed",
     "Retry-After",
     "RateLimit-Remaining",
-    "X-Request-ID",
 )
 
 
@@ -169,7 +168,7 @@ class Demo:
             got = "  ".join(
                 f"{name}: {response.headers[name]}"
                 for name in SHOWN_HEADERS
-                if name in response.headers and name != "X-Request-ID"
+                if name in response.headers
             )
             print(f"  < {response.status_code} {response.reason}  {got}".rstrip())
             print(f"    {summarize(response)}")
