@@ -62,6 +62,10 @@ install: $(DEV_STAMP) ## create .venv and install the locked dependencies, dev t
 run: $(RUNTIME_STAMP) ## set everything up and run web, worker, beat and the fake provider (Ctrl-C stops)
 	$(PY) -m scripts.run
 
+.PHONY: demo
+demo: $(RUNTIME_STAMP) ## walk the whole API of a running `make run` (DEMO_BASE_URL, default :8000)
+	$(PY) -m scripts.demo
+
 test: lint ## set up, then lint and the whole test suite against real PostgreSQL and Redis
 	$(PY) -m scripts.services up
 	$(VENV)/bin/pytest -n $(PYTEST_WORKERS) $(PYTEST_ARGS)
