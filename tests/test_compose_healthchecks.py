@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 import subprocess
 import sys
 import time
@@ -145,10 +146,14 @@ def test_the_image_and_compose_checks_run_against_local_processes(tmp_path):
         assert _run(provider_check, replace={"127.0.0.1:8100": f"127.0.0.1:{nobody}"}) != 0
         assert _run(worker_check, replace={"/run/celery/heartbeat": str(tmp_path / "none")}) != 0
 
-        # and the worker's check fails on a heartbeat older than 30 s, until the running
-        # worker touches the file again (every 2 s)
+        # and the worker's check fails on a heartbeat older than 30 s (a copy the worker does
+        # not touch: the live file may be touched again before the check reads it) ...
+        stale = tmp_path / "stale.heartbeat"
+        shutil.copyfile(heartbeat, stale)
+        os.utime(stale, (time.time() - 60, time.time() - 60))
+        assert _run(worker_check, replace={"/run/celery/heartbeat": str(stale)}) != 0
+        # ... while the running worker keeps its own file fresh (touched every 2 s)
         os.utime(heartbeat, (time.time() - 60, time.time() - 60))
-        assert _run(worker_check, replace=to_heartbeat) != 0
         eventually(
             lambda: _run(worker_check, replace=to_heartbeat) == 0,
             timeout=15,
