@@ -26,7 +26,8 @@ $(PY):
 	$(PYTHON) -m venv $(VENV)
 
 $(STAMP): requirements.txt | $(PY)
-	$(PY) -m pip install --quiet --disable-pip-version-check -r requirements.txt
+	@echo "==> installing requirements.txt into $(VENV) (the first time takes a minute or two)"
+	$(PY) -m pip install --disable-pip-version-check -r requirements.txt
 	@touch $@
 
 install: $(STAMP) ## create .venv and install the pinned requirements (if changed)
