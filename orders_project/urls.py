@@ -1,3 +1,5 @@
+from typing import cast
+
 from django.contrib import admin
 from django.urls import include, path, reverse_lazy
 from drf_spectacular.views import SpectacularAPIView, SpectacularRedocView, SpectacularSwaggerView
@@ -11,7 +13,8 @@ from orders_project.operations.views import operations_dashboard
 admin.site.site_header = "Orders service administration"
 admin.site.site_title = "Orders service admin"
 admin.site.index_title = "Orders, catalog, payments and events"
-admin.site.site_url = reverse_lazy("swagger-ui")
+# Lazy: the URLconf is still loading here; the template renders it as the string it is.
+admin.site.site_url = cast(str, reverse_lazy("swagger-ui"))
 
 urlpatterns = [
     # Before admin.site.urls, whose catch-all would claim the path; admin_view requires a
