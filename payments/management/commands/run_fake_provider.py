@@ -37,7 +37,8 @@ class Command(BaseCommand):
         parser.add_argument(
             "--webhook-url",
             default=settings.PAYMENT_WEBHOOK_URL,
-            help="where payment webhooks are sent (default: %(default)s; PAYMENT_WEBHOOK_URL sets it)",
+            help="where payment webhooks are sent "
+            "(default: %(default)s; PAYMENT_WEBHOOK_URL sets it)",
         )
         parser.add_argument(
             "--webhook-secret",
