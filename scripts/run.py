@@ -136,7 +136,7 @@ def fresh_prometheus_dir() -> Path:
 # --------------------------------------------------------------------------- output
 
 SUPERVISOR_NAME = "run"
-# honcho's palette: one colour per process, in order.
+# One colour per process, in order, as honcho does.
 _COLOURS = ("36", "33", "32", "35", "34", "31")
 
 
@@ -172,7 +172,8 @@ class PrefixedOutput:
         fd = stream.fileno()
         os.set_blocking(fd, False)
         self.pending[fd] = b""
-        self.selector.register(fd, selectors.EVENT_READ, name)
+        # The stream object, not only its fd: closing it at EOF must close it once, through it.
+        self.selector.register(fd, selectors.EVENT_READ, (name, stream))
 
     def pump(self, timeout: float) -> None:
         """Wait up to `timeout` seconds for output and print the complete lines that came."""
@@ -180,7 +181,7 @@ class PrefixedOutput:
             time.sleep(timeout)
             return
         for key, _ in self.selector.select(timeout):
-            fd, name = key.fd, key.data
+            fd, (name, stream) = key.fd, key.data
             try:
                 chunk = os.read(fd, 65536)
             except BlockingIOError:
@@ -188,7 +189,7 @@ class PrefixedOutput:
             if not chunk:  # EOF: the child closed its end (exited)
                 self._emit(name, self.pending.pop(fd), final=True)
                 self.selector.unregister(fd)
-                os.close(fd)
+                stream.close()
                 continue
             self.pending[fd] = self._emit(name, self.pending[fd] + chunk, final=False)
 
