@@ -131,3 +131,23 @@ def test_the_banners_provider_url_defaults_to_the_commands_default(monkeypatch):
     monkeypatch.delenv("FAKE_PROVIDER_HOST", raising=False)
     options = RunFakeProvider().create_parser("manage.py", "run_fake_provider").parse_args([])
     assert fake_provider_url({}) == f"http://{options.host}:{options.port}"
+
+
+def test_a_child_that_exits_on_its_own_has_its_last_words_printed_before_the_stop():
+    # given a child that says something and fails at once
+    child = Process("quick", [sys.executable, "-c", "print('bye'); raise SystemExit(3)"])
+    out = io.StringIO()
+    supervisor = Supervisor([child], {}, PrefixedOutput([child.name], out))
+    saved = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)}
+    try:
+        # when the supervisor watches it
+        code = supervisor.run(lambda: False)
+    finally:
+        for sig, handler in saved.items():
+            signal.signal(sig, handler)
+    # then its output comes first, then why everything stops, and the exit code is kept
+    lines = out.getvalue().splitlines()
+    assert code == 3
+    assert lines.index("quick | bye") < lines.index(
+        "run   | quick exited with code 3: stopping the others"
+    )
