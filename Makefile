@@ -43,6 +43,7 @@ $(PY):
 	$(PYTHON) -m venv $(VENV)
 
 $(UV_STAMP): | $(PY)
+	@echo "==> installing uv $(UV_VERSION) into $(VENV), then the locked dependencies (the first time takes a minute)"
 	$(PY) -m pip install --quiet --disable-pip-version-check uv==$(UV_VERSION)
 	@touch $@
 

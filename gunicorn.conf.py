@@ -9,6 +9,28 @@ timeout = int(os.environ.get("WEB_TIMEOUT", "30"))
 # SIGTERM: stop accepting, let in-flight requests finish within this many seconds.
 graceful_timeout = int(os.environ.get("WEB_GRACEFUL_TIMEOUT", "30"))
 accesslog = None  # the app writes its own JSON access log line per request
+
+# gunicorn's own lines (master and worker life cycle, timeouts) as JSON with the formatter of
+# the app's LOGGING, so a log shipper reads one format from the web process. gunicorn updates
+# its defaults with this dict key by key, hence every key it has is given here.
+_json_handler = {
+    "class": "logging.StreamHandler",
+    "formatter": "json",
+    "stream": "ext://sys.stderr",
+}
+logconfig_dict = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "formatters": {"json": {"()": "core.logging.JsonFormatter"}},
+    "handlers": {"console": _json_handler},
+    "root": {"level": "INFO", "handlers": ["console"]},
+    "loggers": {
+        "gunicorn.error": {"level": "INFO", "handlers": ["console"], "propagate": False},
+        # A logging config switches gunicorn's access log on; the app's `orders.access` line
+        # already says it all (with the request id), so gunicorn's stays quiet (it logs at INFO).
+        "gunicorn.access": {"level": "WARNING", "handlers": ["console"], "propagate": False},
+    },
+}
 wsgi_app = "orders_project.wsgi:application"
 
 

@@ -76,7 +76,7 @@ class OrderStatusChangeInline(_ReadOnlyInline):
 @admin.register(Order)
 class OrderAdmin(SearchResolvedToIds, admin.ModelAdmin):
     list_display = (
-        "id",
+        "short_id",
         "email",
         "status",
         "cancel_reason",
@@ -122,6 +122,14 @@ class OrderAdmin(SearchResolvedToIds, admin.ModelAdmin):
             "payment_links",
         ]
 
+    @admin.display(description="id", ordering="id")
+    def short_id(self, order: Order) -> str:
+        # A UUID wraps over four lines in a narrow column; its first 8 hex digits tell orders
+        # apart on one page, the full id is in the tooltip (and on the change page).
+        return format_html(
+            '<span class="order-id" title="{}">{}…</span>', order.pk, str(order.pk)[:8]
+        )
+
     @staticmethod
     def _payment(order: Order) -> PaymentSummary | None:
         # Read once per page through the hook the payments app registers (orders never
@@ -143,10 +151,12 @@ class OrderAdmin(SearchResolvedToIds, admin.ModelAdmin):
 
     @admin.display(description="payment records")
     def payment_links(self, order: Order) -> str:
-        # Links by URL, not by import: the orders app knows nothing of payments' models.
+        # Links by URL name, not by import: the orders app knows nothing of payments' models.
         return format_html(
-            "<a href='/admin/payments/payment/?q={0}'>payment</a> · "
-            "<a href='/admin/payments/webhookinboxentry/?q={0}'>webhooks</a>",
+            "<a href='{}?q={}'>payment</a> · <a href='{}?q={}'>webhooks</a>",
+            reverse("admin:payments_payment_changelist"),
+            order.pk,
+            reverse("admin:payments_webhookinboxentry_changelist"),
             order.pk,
         )
 

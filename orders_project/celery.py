@@ -32,6 +32,22 @@ os.environ.setdefault("DJANGO_SETTINGS_MODULE", "orders_project.settings")
 
 app = Celery("orders_project")
 app.config_from_object("django.conf:settings", namespace="CELERY")
+# celery-redbeat asks whether its settings were given by their bare names (is_key_in_conf
+# ignores the CELERY_ namespace), so CELERY_REDBEAT_REDIS_URL alone reads as unset and beat
+# warns at every start that it "will stop falling back to broker_url". Give them to it under
+# the names it looks for, read when the configuration loads (lazily, as the rest is).
+
+
+def _redbeat_bare_names() -> dict[str, object]:
+    from django.conf import settings
+
+    return {
+        "redbeat_redis_url": settings.CELERY_REDBEAT_REDIS_URL,
+        "redbeat_redis_options": settings.CELERY_REDBEAT_REDIS_OPTIONS,
+    }
+
+
+app.add_defaults(_redbeat_bare_names)
 app.autodiscover_tasks()
 
 REQUEST_ID_HEADER = "request_id"

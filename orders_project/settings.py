@@ -444,6 +444,9 @@ CELERY_BEAT_SCHEDULER = "orders_project.beat.ResilientRedBeatScheduler"
 # takes over within ~30 s of the active one dying (with the 300 s default: ~30 minutes).
 CELERY_BEAT_MAX_LOOP_INTERVAL = 5
 CELERY_REDBEAT_REDIS_URL = CELERY_BROKER_URL
+# The Redis client's own options for beat's connection: none (the broker's transport options,
+# which RedBeat used to fall back to, mean nothing to a plain Redis client).
+CELERY_REDBEAT_REDIS_OPTIONS: dict[str, object] = {}
 CELERY_REDBEAT_KEY_PREFIX = os.environ.get("REDBEAT_KEY_PREFIX", "orders:redbeat")
 CELERY_BEAT_SCHEDULE: dict[str, dict] = {
     "relay-outbox": {

@@ -1,11 +1,21 @@
+from typing import cast
+
 from django.contrib import admin
-from django.urls import include, path
+from django.urls import include, path, reverse_lazy
 from drf_spectacular.views import SpectacularAPIView, SpectacularRedocView, SpectacularSwaggerView
 
 from core.health import healthz, readyz
 from core.metrics import metrics_view
 from core.problem_pages import problem_type_index, problem_type_page
 from orders_project.operations.views import operations_dashboard
+
+# The admin names the service, and its "View site" link opens the API docs: the service has
+# no public site of its own, and the docs are what a member of staff looks up next.
+admin.site.site_header = "Orders service administration"
+admin.site.site_title = "Orders service admin"
+admin.site.index_title = "Orders, catalog, payments and events"
+# Lazy: the URLconf is still loading here; the template renders it as the string it is.
+admin.site.site_url = cast(str, reverse_lazy("swagger-ui"))
 
 urlpatterns = [
     # Before admin.site.urls, whose catch-all would claim the path; admin_view requires a

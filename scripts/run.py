@@ -8,6 +8,11 @@ files, loads demo data, then runs the processes of PROCESSES and watches them:
   Ctrl-C skips the wait.
 - A child that exits on its own stops the others, and run exits non-zero.
 
+Every line a child writes (stdout and stderr) is printed as `name     | line`, as honcho and
+foreman do, coloured per process when stdout is a terminal; the supervisor's own lines carry
+`run`. Reading the pipes happens in the watch loop itself (selectors, no threads), because
+the children are started with a preexec_fn.
+
 The children run in their own sessions, so a terminal's Ctrl-C reaches only this supervisor
 and each child is stopped in the order and with the signal it expects; on Linux they also get
 SIGTERM if the supervisor itself dies (PR_SET_PDEATHSIG), so nothing is left behind.
@@ -18,6 +23,7 @@ from __future__ import annotations
 import contextlib
 import os
 import secrets
+import selectors
 import shutil
 import signal
 import subprocess
@@ -26,6 +32,7 @@ import time
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
+from typing import IO, TextIO
 
 from scripts import servers, services
 from scripts.services import LOCAL_DIR, ROOT, say
@@ -126,6 +133,81 @@ def fresh_prometheus_dir() -> Path:
     return PROMETHEUS_DIR
 
 
+# --------------------------------------------------------------------------- output
+
+SUPERVISOR_NAME = "run"
+# One colour per process, in order, as honcho does.
+_COLOURS = ("36", "33", "32", "35", "34", "31")
+
+
+class PrefixedOutput:
+    """Copies each child's output to `out` line by line, each line prefixed with the child's
+    name padded to the longest name (`web      | ...`). Partial lines wait for their newline;
+    what is left at EOF is flushed as a line of its own."""
+
+    def __init__(self, names: list[str], out: TextIO | None = None) -> None:
+        self.out = out or sys.stdout
+        self.width = max(len(name) for name in [*names, SUPERVISOR_NAME])
+        colour = hasattr(self.out, "isatty") and self.out.isatty() and "NO_COLOR" not in os.environ
+        self.colours = {
+            name: _COLOURS[i % len(_COLOURS)] if colour else None
+            for i, name in enumerate([SUPERVISOR_NAME, *names])
+        }
+        self.selector = selectors.DefaultSelector()
+        self.pending: dict[int, bytes] = {}
+
+    def prefix(self, name: str) -> str:
+        label = f"{name:<{self.width}} |"
+        code = self.colours.get(name)
+        return f"\033[{code}m{label}\033[0m" if code else label
+
+    def line(self, name: str, text: str) -> None:
+        self.out.write(f"{self.prefix(name)} {text}\n")
+        self.out.flush()
+
+    def say(self, message: str) -> None:
+        self.line(SUPERVISOR_NAME, message)
+
+    def add(self, name: str, stream: IO[bytes]) -> None:
+        fd = stream.fileno()
+        os.set_blocking(fd, False)
+        self.pending[fd] = b""
+        # The stream object, not only its fd: closing it at EOF must close it once, through it.
+        self.selector.register(fd, selectors.EVENT_READ, (name, stream))
+
+    def pump(self, timeout: float) -> None:
+        """Wait up to `timeout` seconds for output and print the complete lines that came."""
+        if not self.selector.get_map():
+            time.sleep(timeout)
+            return
+        for key, _ in self.selector.select(timeout):
+            fd, (name, stream) = key.fd, key.data
+            try:
+                chunk = os.read(fd, 65536)
+            except BlockingIOError:
+                continue
+            if not chunk:  # EOF: the child closed its end (exited)
+                self._emit(name, self.pending.pop(fd), final=True)
+                self.selector.unregister(fd)
+                stream.close()
+                continue
+            self.pending[fd] = self._emit(name, self.pending[fd] + chunk, final=False)
+
+    def drain(self, deadline: float) -> None:
+        """Print what the children still have to say, until every pipe closed or `deadline`."""
+        while self.selector.get_map() and time.monotonic() < deadline:
+            self.pump(0.1)
+
+    def _emit(self, name: str, data: bytes, *, final: bool) -> bytes:
+        *lines, rest = data.split(b"\n")
+        if final and rest:
+            lines.append(rest)
+            rest = b""
+        for raw in lines:
+            self.line(name, raw.decode(errors="replace").rstrip("\r"))
+        return rest
+
+
 # --------------------------------------------------------------------------- supervisor
 
 
@@ -139,31 +221,40 @@ def _die_with_parent() -> None:
 
 
 class Supervisor:
-    def __init__(self, processes: list[Process], env: dict) -> None:
+    def __init__(
+        self, processes: list[Process], env: dict, output: PrefixedOutput | None = None
+    ) -> None:
         self.processes = processes
         self.env = env
         self.children: dict[str, subprocess.Popen] = {}
         self.stop_signals = 0
+        self.output = output or PrefixedOutput([p.name for p in processes])
+        self.say = self.output.say
 
     def _on_signal(self, signum: int, frame) -> None:
         self.stop_signals += 1
         if self.stop_signals == 1:
-            say(f"{signal.Signals(signum).name}: stopping (again to kill at once)")
+            self.say(f"{signal.Signals(signum).name}: stopping (again to kill at once)")
 
     def run(self, on_ready) -> int:
         for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
             signal.signal(sig, self._on_signal)
         try:
             for process in self.processes:
-                self.children[process.name] = subprocess.Popen(
+                child = subprocess.Popen(
                     process.argv,
                     cwd=ROOT,
                     env=self.env,
                     stdin=subprocess.DEVNULL,
+                    stdout=subprocess.PIPE,
+                    stderr=subprocess.STDOUT,
                     start_new_session=True,
                     preexec_fn=_die_with_parent,  # safe: this process starts no threads
                 )
-                say(f"started {process.name} (pid {self.children[process.name].pid})")
+                self.children[process.name] = child
+                assert child.stdout is not None
+                self.output.add(process.name, child.stdout)
+                self.say(f"started {process.name} (pid {self.children[process.name].pid})")
             return self._watch(on_ready)
         finally:
             self._stop_all()
@@ -175,20 +266,21 @@ class Supervisor:
             for name, child in self.children.items():
                 code = child.poll()
                 if code is not None:
-                    say(f"{name} exited with code {code}: stopping the others")
+                    self.output.drain(time.monotonic() + 1)  # its last words
+                    self.say(f"{name} exited with code {code}: stopping the others")
                     return code or 1
             if not ready:
                 ready = on_ready()
                 if not ready and time.monotonic() > warn_at:
-                    say("web has not answered /healthz for 60s; still waiting (see its log)")
+                    self.say("web has not answered /healthz for 60s; still waiting (see its log)")
                     warn_at = float("inf")
-            time.sleep(0.25)
+            self.output.pump(0.25)
         return 0
 
     def _stop_all(self) -> None:
         running = {name: c for name, c in self.children.items() if c.poll() is None}
         if running:
-            say(f"stopping {', '.join(running)} (SIGTERM, up to {STOP_TIMEOUT:.0f}s)")
+            self.say(f"stopping {', '.join(running)} (SIGTERM, up to {STOP_TIMEOUT:.0f}s)")
         # Only the main process of each child: gunicorn and celery stop their own workers
         # gracefully; signalling the workers directly would cut in-flight requests/tasks.
         for child in running.values():
@@ -199,17 +291,18 @@ class Supervisor:
         while any(c.poll() is None for c in running.values()):
             if time.monotonic() >= deadline or self.stop_signals > noted:
                 break
-            time.sleep(0.1)
+            self.output.pump(0.1)
         for name, child in self.children.items():
             if child.poll() is None:
-                say(f"{name} did not stop in time: SIGKILL")
+                self.say(f"{name} did not stop in time: SIGKILL")
             # Each child leads its own process group: this also takes any worker that
             # outlived its master.
             with contextlib.suppress(ProcessLookupError, PermissionError):
                 os.killpg(child.pid, signal.SIGKILL)
             child.wait()
+        self.output.drain(time.monotonic() + 2)
         if running:
-            say("all processes stopped")
+            self.say("all processes stopped")
 
 
 # --------------------------------------------------------------------------- main
@@ -251,6 +344,11 @@ def main() -> int:
     env.setdefault("PAYMENT_WEBHOOK_URL", f"{base}/api/v1/payments/webhook/")
     env.setdefault("FAKE_PROVIDER_STATE_FILE", str(LOCAL_DIR / "fake_provider_state.json"))
     env["FAKE_PROVIDER_TOKEN"] = local_provider_token()
+    provider = fake_provider_url(env)
+    # The web process calls the fake provider where run_fake_provider listens.
+    env.setdefault("PAYMENT_PROVIDER_URL", provider)
+
+    supervisor = Supervisor(PROCESSES, env)
 
     def on_ready() -> bool:
         if address:
@@ -260,14 +358,24 @@ def main() -> int:
                         return False
             except OSError:
                 return False
-        print_banner(base, demo)
+        for line in banner_lines(base=base, provider=provider, demo=demo):
+            supervisor.say(line)
         return True
 
-    return Supervisor(PROCESSES, env).run(on_ready)
+    return supervisor.run(on_ready)
 
 
-def print_banner(base: str, demo: str) -> None:
-    lines = [
+def fake_provider_url(env: dict) -> str:
+    """Where `run_fake_provider` listens: its --host/--port defaults read these variables."""
+    host = env.get("FAKE_PROVIDER_HOST") or "127.0.0.1"
+    if host in ("0.0.0.0", "::"):  # noqa: S104 - translating a bind address for a browser
+        host = "127.0.0.1"
+    port = env.get("FAKE_PROVIDER_PORT") or "8100"
+    return f"http://{host}:{port}"
+
+
+def banner_lines(*, base: str, provider: str, demo: str) -> list[str]:
+    return [
         "",
         "orders service is up (DEBUG off). Ctrl-C stops web, worker, beat and the provider.",
         "",
@@ -277,7 +385,7 @@ def print_banner(base: str, demo: str) -> None:
         f"  health       {base}/healthz   {base}/readyz",
         f"  metrics      {base}/metrics",
         "  events       .venv/bin/python manage.py tail_events   (stream: EVENT_STREAM)",
-        "  provider     fake payment provider on http://127.0.0.1:8100 (PAYMENT_PROVIDER_URL)",
+        f"  provider     fake payment provider on {provider} (FAKE_PROVIDER_PORT)",
         "               its reads and /_chaos take Authorization: Bearer "
         f"$(cat {PROVIDER_TOKEN_FILE.relative_to(ROOT)})",
         "",
@@ -285,7 +393,6 @@ def print_banner(base: str, demo: str) -> None:
         "  (send the key as X-API-Key; embedded servers, if any, stay up: make stop-services)",
         "",
     ]
-    print("\n".join(lines), flush=True)
 
 
 if __name__ == "__main__":

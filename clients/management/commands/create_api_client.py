@@ -10,7 +10,7 @@ class Command(BaseCommand):
     help = "Create an API client and print its key (shown only this once)."
 
     def add_arguments(self, parser):
-        parser.add_argument("name")
+        parser.add_argument("name", help="unique name of the client (who is calling), e.g. shop-eu")
 
     def handle(self, *args, name: str, **options):
         name = name.strip()

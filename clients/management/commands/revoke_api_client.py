@@ -10,7 +10,7 @@ class Command(BaseCommand):
     help = "Revoke an API client's key (every web process refuses it within a second)."
 
     def add_arguments(self, parser):
-        parser.add_argument("name")
+        parser.add_argument("name", help="name of the client whose key stops working")
 
     def handle(self, *args, name: str, **options):
         client = ApiClient.objects.filter(name=name.strip()).first()

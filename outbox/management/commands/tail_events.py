@@ -16,8 +16,17 @@ class Command(BaseCommand):
     help = "Print entries of EVENT_STREAM (the last --count, then new ones as they arrive)."
 
     def add_arguments(self, parser):
-        parser.add_argument("--count", type=int, default=20)
-        parser.add_argument("--no-follow", action="store_true")
+        parser.add_argument(
+            "--count",
+            type=int,
+            default=20,
+            help="how many of the latest entries to print first (default: %(default)s)",
+        )
+        parser.add_argument(
+            "--no-follow",
+            action="store_true",
+            help="exit after those entries instead of waiting for new ones",
+        )
 
     def handle(self, *args, count: int, no_follow: bool, **options):
         client = sink_client()

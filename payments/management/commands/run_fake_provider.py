@@ -23,11 +23,23 @@ class Command(BaseCommand):
     help = "Run the fake payment provider (HTTP API + signed webhooks with retries)."
 
     def add_arguments(self, parser):
-        parser.add_argument("--host", default=os.environ.get("FAKE_PROVIDER_HOST", "127.0.0.1"))
         parser.add_argument(
-            "--port", type=int, default=int(os.environ.get("FAKE_PROVIDER_PORT", "8100"))
+            "--host",
+            default=os.environ.get("FAKE_PROVIDER_HOST", "127.0.0.1"),
+            help="address to listen on (default: %(default)s; FAKE_PROVIDER_HOST sets it)",
         )
-        parser.add_argument("--webhook-url", default=settings.PAYMENT_WEBHOOK_URL)
+        parser.add_argument(
+            "--port",
+            type=int,
+            default=int(os.environ.get("FAKE_PROVIDER_PORT", "8100")),
+            help="port to listen on (default: %(default)s; FAKE_PROVIDER_PORT sets it)",
+        )
+        parser.add_argument(
+            "--webhook-url",
+            default=settings.PAYMENT_WEBHOOK_URL,
+            help="where payment webhooks are sent "
+            "(default: %(default)s; PAYMENT_WEBHOOK_URL sets it)",
+        )
         parser.add_argument(
             "--webhook-secret",
             default=os.environ.get("FAKE_PROVIDER_WEBHOOK_SECRET")
@@ -36,9 +48,18 @@ class Command(BaseCommand):
             "PAYMENT_WEBHOOK_SECRETS)",
         )
         parser.add_argument(
-            "--webhook-delay", type=float, default=_env_float("FAKE_PROVIDER_WEBHOOK_DELAY", 1.0)
+            "--webhook-delay",
+            type=float,
+            default=_env_float("FAKE_PROVIDER_WEBHOOK_DELAY", 1.0),
+            help="seconds between a payment's creation and its webhook "
+            "(default: %(default)s; FAKE_PROVIDER_WEBHOOK_DELAY sets it)",
         )
-        parser.add_argument("--state-file", default=os.environ.get("FAKE_PROVIDER_STATE_FILE"))
+        parser.add_argument(
+            "--state-file",
+            default=os.environ.get("FAKE_PROVIDER_STATE_FILE"),
+            help="JSON file the payments are kept in across restarts (default: "
+            "FAKE_PROVIDER_STATE_FILE; without one they live in memory only)",
+        )
         parser.add_argument(
             "--token",
             default=os.environ.get("FAKE_PROVIDER_TOKEN", ""),
@@ -46,14 +67,32 @@ class Command(BaseCommand):
             "FAKE_PROVIDER_TOKEN); without one those endpoints answer 403",
         )
         parser.add_argument(
-            "--error-rate", type=float, default=_env_float("FAKE_PROVIDER_ERROR_RATE", 0)
+            "--error-rate",
+            type=float,
+            default=_env_float("FAKE_PROVIDER_ERROR_RATE", 0),
+            help="chaos: probability (0-1) that creating a payment answers 503 "
+            "(default: %(default)s; FAKE_PROVIDER_ERROR_RATE sets it)",
         )
-        parser.add_argument("--latency", type=float, default=_env_float("FAKE_PROVIDER_LATENCY", 0))
         parser.add_argument(
-            "--duplicate-rate", type=float, default=_env_float("FAKE_PROVIDER_DUPLICATE_RATE", 0)
+            "--latency",
+            type=float,
+            default=_env_float("FAKE_PROVIDER_LATENCY", 0),
+            help="chaos: seconds added to every answer "
+            "(default: %(default)s; FAKE_PROVIDER_LATENCY sets it)",
         )
         parser.add_argument(
-            "--out-of-order", type=float, default=_env_float("FAKE_PROVIDER_OUT_OF_ORDER", 0)
+            "--duplicate-rate",
+            type=float,
+            default=_env_float("FAKE_PROVIDER_DUPLICATE_RATE", 0),
+            help="chaos: probability (0-1) that a webhook is delivered twice "
+            "(default: %(default)s; FAKE_PROVIDER_DUPLICATE_RATE sets it)",
+        )
+        parser.add_argument(
+            "--out-of-order",
+            type=float,
+            default=_env_float("FAKE_PROVIDER_OUT_OF_ORDER", 0),
+            help="chaos: up to this many extra seconds of random webhook delay, so webhooks "
+            "arrive out of order (default: %(default)s; FAKE_PROVIDER_OUT_OF_ORDER sets it)",
         )
 
     def handle(self, *args, **options):

@@ -38,7 +38,11 @@ class Command(BaseCommand):
     help = "Load demo products, a staff user and an API client; prints their credentials."
 
     def add_arguments(self, parser):
-        parser.add_argument("--staff-password", default="staff-demo-password")
+        parser.add_argument(
+            "--staff-password",
+            default="staff-demo-password",
+            help="password of the demo staff user 'staff' (default: %(default)s)",
+        )
 
     def handle(self, *args, staff_password: str, **options):
         if settings.IS_PRODUCTION:
