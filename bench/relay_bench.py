@@ -13,11 +13,13 @@
    MAXLEN ~ as the sink) and the sink's own Lua publish path without PostgreSQL, so the
    relay/raw ratio can be read against what Redis alone does.
 3. End-to-end lag (commit → stream entry) while bench/orders_bench.py drives
-   POST /api/v1/orders/ at concurrency 8, with a worker (-c 1) and beat running and
-   nudges on: per event, the stream entry id's millisecond timestamp minus the row's
-   created_at (written in the committing transaction, so this slightly over-states lag by
-   the rest of that transaction). Falls back to its own gunicorn + load loop when the
-   orders benchmark cannot be used.
+   POST /api/v1/orders/ at each --lag-concurrency (default 8; e.g. 1,8 for a sequential
+   and a loaded run), with a worker (-c 1) and beat running and nudges on: per event, the
+   stream entry id's millisecond timestamp minus the row's created_at (written in the
+   committing transaction, so this slightly over-states lag by the rest of that
+   transaction). Falls back to its own gunicorn + load loop when the orders benchmark
+   cannot be used. Meanwhile a Redis MONITOR counts the commands and round trips the web
+   processes (gunicorn) send per order created: the rate limiter's and the nudges'.
 
 Uses its own database (created + migrated; emptied only if this script created it), its
 own EVENT_STREAM / CELERY_QUEUE / REDBEAT_KEY_PREFIX names (unique per run), deletes its
@@ -35,12 +37,15 @@ import json
 import os
 import platform
 import random
+import re
 import secrets
 import signal
+import socket
 import sys
 import threading
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 import uuid
 from collections import Counter
@@ -322,6 +327,167 @@ def delete_matching(client, pattern: str) -> int:
     return client.unlink(*keys) if keys else 0
 
 
+# --------------------------------------------------------------------------- redis census
+
+# One MONITOR line: +<unix time> [<db> <client address>] "<command>" "<arg>" ...
+MONITOR_LINE = re.compile(rb'^\+(\d+\.\d+) \[\d+ ([^\]]+)\] "([^"]+)"')
+# What a nudge's SET or a task message's LPUSH is about: the task's name.
+TASK_NAME = re.compile(rb"(?::nudge:|task.{1,8}?)([a-z_]+\.tasks\.[a-z_]+)")
+# Commands a client sends within this long of each other on one connection left it in one
+# write (a pipeline): one round trip. Separate round trips on one connection are at least a
+# network round trip plus the client's own work apart (>= ~0.1 ms here).
+PIPELINE_GAP_S = 0.0001
+
+
+class RedisCensus:
+    """Which Redis commands some processes send (here: the web processes, per order).
+
+    MONITOR on its own connection sees every client of that Redis; a command is counted when
+    it came from a TCP connection owned by one of the noted processes (their sockets to the
+    Redis port, read from /proc). Noted repeatedly while the load runs, because clients
+    connect lazily. The shared Redis's other clients (other people's tests) are not counted.
+    """
+
+    def __init__(self, redis_url: str) -> None:
+        url = urllib.parse.urlparse(redis_url)
+        self.port = url.port or 6379
+        self.sock = socket.create_connection((url.hostname or "127.0.0.1", self.port))
+        if url.password:
+            user = urllib.parse.unquote(url.username or "default")
+            password = urllib.parse.unquote(url.password)
+            self.sock.sendall(_resp("AUTH", user, password))
+        self.sock.sendall(_resp("MONITOR"))
+        self.lines: list[bytes] = []
+        self.ports: set[int] = set()
+        self._stopped = False
+        self._thread = threading.Thread(target=self._read, daemon=True)
+        self._thread.start()
+
+    def _read(self) -> None:
+        buffer = b""
+        while not self._stopped:
+            try:
+                chunk = self.sock.recv(1 << 20)
+            except OSError:
+                return
+            if not chunk:
+                return
+            *lines, buffer = (buffer + chunk).split(b"\r\n")
+            self.lines.extend(lines)
+
+    def note(self, pids: list[int]) -> None:
+        """Remember the local ports of these processes' connections to the Redis port."""
+        inodes = set()
+        for pid in pids:
+            with contextlib.suppress(OSError):
+                for fd in os.listdir(f"/proc/{pid}/fd"):
+                    with contextlib.suppress(OSError):
+                        target = os.readlink(f"/proc/{pid}/fd/{fd}")
+                        if target.startswith("socket:["):
+                            inodes.add(target[8:-1])
+        for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+            with contextlib.suppress(OSError):
+                for row in Path(table).read_text().splitlines()[1:]:
+                    cells = row.split()
+                    remote_port = int(cells[2].rsplit(":", 1)[1], 16)
+                    if cells[9] in inodes and remote_port == self.port:
+                        self.ports.add(int(cells[1].rsplit(":", 1)[1], 16))
+
+    def stop(self) -> None:
+        self._stopped = True
+        with contextlib.suppress(OSError):
+            self.sock.close()
+        self._thread.join(timeout=5)
+
+    def summary(self, orders: int) -> dict:
+        """Commands and round trips of the noted processes per order: on the request path,
+        and on subscriber connections (a pub/sub listener's own pings, not per request)."""
+        commands: Counter[str] = Counter()
+        listener: Counter[str] = Counter()
+        by_task: Counter[str] = Counter()
+        round_trips = 0
+        last_at: dict[int, float] = {}
+        parsed = []
+        for line in self.lines:
+            match = MONITOR_LINE.match(line)
+            if not match:
+                continue
+            # ("[0 lua]": a command a script ran, part of that script's call)
+            with contextlib.suppress(ValueError, IndexError):
+                port = int(match[2].rsplit(b":", 1)[1])
+                if port in self.ports:
+                    parsed.append((port, float(match[1]), match[3].decode().upper(), line))
+        subscribers = {port for port, _, name, _ in parsed if name.endswith("SUBSCRIBE")}
+        for port, at, name, line in parsed:
+            if port in subscribers:
+                listener[name] += 1
+                continue
+            commands[name] += 1
+            if name in ("SET", "LPUSH") and (task := TASK_NAME.search(line)):
+                by_task[f"{name} {task[1].decode().rsplit('.', 1)[1]}"] += 1
+            if at - last_at.get(port, float("-inf")) > PIPELINE_GAP_S:
+                round_trips += 1
+            last_at[port] = at
+
+        def per_order(counts: Counter[str]) -> dict[str, float]:
+            if not orders:
+                return {}
+            return {name: round(n / orders, 3) for name, n in counts.most_common()}
+
+        total = sum(commands.values())
+        return {
+            "orders": orders,
+            "connections": len(self.ports),
+            "commands": dict(commands.most_common()),
+            "commands_total": total,
+            "round_trips_total": round_trips,
+            "commands_per_order": round(total / orders, 3) if orders else None,
+            "round_trips_per_order": round(round_trips / orders, 3) if orders else None,
+            "per_order_by_command": per_order(commands),
+            "nudges_per_order_by_task": per_order(by_task),
+            "subscriber_commands_per_order": per_order(listener),
+        }
+
+
+def _resp(*parts: str) -> bytes:
+    encoded = [part.encode() for part in parts]
+    return b"".join(
+        [f"*{len(encoded)}\r\n".encode()]
+        + [b"$%d\r\n%s\r\n" % (len(part), part) for part in encoded]
+    )
+
+
+def descendants(root: int) -> list[int]:
+    """Every live process below `root` in the process tree (Linux /proc)."""
+    children: dict[int, list[int]] = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            with contextlib.suppress(OSError, ValueError, IndexError):
+                parent = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+                children.setdefault(parent, []).append(int(entry.name))
+    found, stack = [], [root]
+    while stack:
+        for child in children.get(stack.pop(), []):
+            found.append(child)
+            stack.append(child)
+    return found
+
+
+def web_pids(root: int) -> list[int]:
+    """The gunicorn processes (master and workers) below `root`."""
+    found = []
+    for pid in descendants(root):
+        with contextlib.suppress(OSError):
+            if b"gunicorn" in Path(f"/proc/{pid}/cmdline").read_bytes():
+                found.append(pid)
+    return found
+
+
+def orders_created(db: DbUrl) -> int:
+    with db.connect() as conn:
+        return conn.execute("SELECT count(*) FROM orders_order").fetchone()[0]
+
+
 # --------------------------------------------------------------------------- run context
 
 
@@ -585,9 +751,9 @@ def raw_xadd_phase(run: Run, events: list[SimpleNamespace]) -> dict:
 # --------------------------------------------------------------------------- phase 3
 
 
-def lag_phase(run: Run) -> dict:
+def lag_phase(run: Run, concurrency: int) -> dict:
     args = run.args
-    label = "lag"
+    label = f"lag-c{concurrency}"
     stream = run.stream(label)
     client = redis_client(args.redis_url)
     empty_outbox(run.db)
@@ -605,11 +771,16 @@ def lag_phase(run: Run) -> dict:
         }
     )
     load: dict
+    census = RedisCensus(args.redis_url)
     try:
-        load = drive_with_orders_bench(run, env, stream)
-    except OrdersBenchUnusable as exc:
-        log(f"[lag] orders benchmark not usable ({exc}); driving orders myself")
-        load = drive_own_load(run, env)
+        try:
+            load = drive_with_orders_bench(run, env, stream, concurrency, census)
+        except OrdersBenchUnusable as exc:
+            log(f"[lag] orders benchmark not usable ({exc}); driving orders myself")
+            load = drive_own_load(run, env, concurrency, census)
+    finally:
+        census.stop()
+    redis_per_order = census.summary(orders_created(run.db))
     # Let the relay drain what the load committed, then stop it.
     deadline = time.monotonic() + 60
     with run.db.connect() as conn:
@@ -655,6 +826,7 @@ def lag_phase(run: Run) -> dict:
         "worker_model": f"one `celery worker -P prefork -c {args.lag_workers}` + one beat, "
         "nudges on",
         "load": load,
+        "web_redis": redis_per_order,
         "events": len(rows),
         "events_in_stream": len(entries),
         "duplicate_ids": len(ids) - len(set(ids)),
@@ -666,8 +838,11 @@ def lag_phase(run: Run) -> dict:
         "lag_by_second": lag_by_second,
     }
     log(
-        f"[lag] {len(rows)} events; commit→stream p50 {result['lag_ms']['p50']} ms, "
-        f"p99 {result['lag_ms']['p99']} ms"
+        f"[{label}] {len(rows)} events; commit→stream p50 {result['lag_ms']['p50']} ms, "
+        f"p99 {result['lag_ms']['p99']} ms; web Redis per order: "
+        f"{redis_per_order['round_trips_per_order']} round trips, "
+        f"{redis_per_order['per_order_by_command']}, nudges "
+        f"{redis_per_order['nudges_per_order_by_task']}"
     )
     delete_stream_keys(client, stream)
     client.close()
@@ -718,7 +893,9 @@ class OrdersBenchUnusable(Exception):
     pass
 
 
-def drive_with_orders_bench(run: Run, env: dict[str, str], stream: str) -> dict:
+def drive_with_orders_bench(
+    run: Run, env: dict[str, str], stream: str, concurrency: int, census: RedisCensus
+) -> dict:
     """bench/orders_bench.py (service phase only, --skip-pgbench: pgbench's rows carry no
     nudge), through bench/relay_orders_load.py so its gunicorn nudges our queue."""
     if not (BENCH_DIR / "orders_bench.py").is_file():
@@ -732,7 +909,7 @@ def drive_with_orders_bench(run: Run, env: dict[str, str], stream: str) -> dict:
         "--redis-url",
         args.redis_url,
         "--concurrency",
-        str(args.lag_concurrency),
+        str(concurrency),
         "--variants",
         "normal",
         "--duration",
@@ -741,8 +918,8 @@ def drive_with_orders_bench(run: Run, env: dict[str, str], stream: str) -> dict:
         "2",
         "--skip-pgbench",
     ]
-    log(f"[lag] running bench/orders_bench.py at concurrency {args.lag_concurrency}")
-    out_path = run.procs.log_dir / "orders_bench.out"
+    log(f"[lag] running bench/orders_bench.py at concurrency {concurrency}")
+    out_path = run.procs.log_dir / f"orders_bench-c{concurrency}.out"
     proc = run.procs.start("orders-bench", cmd, env)
     deadline = time.monotonic() + args.lag_duration + 300
     timeline = []  # what the relay sees while the load runs: queue backlog, stream, pending
@@ -761,6 +938,7 @@ def drive_with_orders_bench(run: Run, env: dict[str, str], stream: str) -> dict:
                     "pending": pending_count(conn),
                 }
             )
+            census.note(web_pids(proc.pid))
             time.sleep(0.5)
     client.close()
     run.procs.running.pop("orders-bench", None)
@@ -772,7 +950,7 @@ def drive_with_orders_bench(run: Run, env: dict[str, str], stream: str) -> dict:
         raise RuntimeError(f"orders benchmark failed ({proc.returncode}):\n{text[-3000:]}")
     load: dict = {
         "driver": "bench/orders_bench.py",
-        "concurrency": args.lag_concurrency,
+        "concurrency": concurrency,
         "timeline": timeline,
     }
     for line in text.splitlines():
@@ -790,7 +968,7 @@ def drive_with_orders_bench(run: Run, env: dict[str, str], stream: str) -> dict:
     return load
 
 
-def drive_own_load(run: Run, env: dict[str, str]) -> dict:
+def drive_own_load(run: Run, env: dict[str, str], concurrency: int, census: RedisCensus) -> dict:
     """gunicorn as `make run` starts it, and a threaded POST /api/v1/orders/ loop."""
     args = run.args
     port = free_port()
@@ -873,18 +1051,21 @@ def drive_own_load(run: Run, env: dict[str, str]) -> dict:
                 latencies.append(time.perf_counter() - started)
 
     threads = [
-        threading.Thread(target=client_loop, args=(i,), daemon=True)
-        for i in range(args.lag_concurrency)
+        threading.Thread(target=client_loop, args=(i,), daemon=True) for i in range(concurrency)
     ]
     for thread in threads:
         thread.start()
+    gunicorn = run.procs.running["gunicorn"]
+    while any(thread.is_alive() for thread in threads):
+        census.note([gunicorn.pid, *descendants(gunicorn.pid)])
+        time.sleep(0.5)
     for thread in threads:
         thread.join()
     run.procs.stop("gunicorn", timeout=15)
     latencies.sort()
     return {
         "driver": "relay_bench own loop (gunicorn + urllib threads)",
-        "concurrency": args.lag_concurrency,
+        "concurrency": concurrency,
         "orders_per_s": round(statuses.get("201", 0) / args.lag_duration, 1),
         "p50_ms": round(1000 * (percentile(latencies, 0.5) or 0), 1),
         "p99_ms": round(1000 * (percentile(latencies, 0.99) or 0), 1),
@@ -939,9 +1120,9 @@ def format_table(result: dict) -> str:
             raw["sink_lua_s"],
             "GET dedupe + XADD + SET per event, pipelined per batch",
         )
-    lag = result.get("lag")
-    if lag:
+    for lag in result.get("lag") or []:
         lm, lo, load = lag["lag_ms"], lag["lag_from_occurred_at_ms"], lag["load"]
+        web = lag["web_redis"]
         lines += [
             "",
             f"end-to-end lag, commit → stream entry, while {load.get('driver')} runs"
@@ -952,6 +1133,11 @@ def format_table(result: dict) -> str:
             f"  from occurred_at: p50 {lo['p50']} ms  p99 {lo['p99']} ms;"
             f" duplicate ids {lag['duplicate_ids']}; pending after drain"
             f" {lag['pending_after_drain']}",
+            f"  web → Redis per order ({web['orders']} orders, {web['connections']} web"
+            f" connections): {web['round_trips_per_order']} round trips,"
+            f" {web['commands_per_order']} commands: {web['per_order_by_command']};"
+            f" nudges by task: {web.get('nudges_per_order_by_task')}; on subscriber"
+            f" connections (not per request): {web.get('subscriber_commands_per_order')}",
         ]
         timeline = load.get("timeline") or []
         if timeline:
@@ -979,7 +1165,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     parser.add_argument("--pipeline", type=int, default=200, help="raw XADD pipeline depth")
     parser.add_argument("--lag-duration", type=float, default=20.0, help="seconds of order load")
-    parser.add_argument("--lag-concurrency", type=int, default=8)
+    parser.add_argument(
+        "--lag-concurrency",
+        default="8",
+        help="comma-separated order concurrencies; one lag phase each (e.g. 1,8)",
+    )
     parser.add_argument("--lag-workers", type=int, default=1, help="worker processes (lag)")
     parser.add_argument("--skip-lag", action="store_true")
     parser.add_argument(
@@ -996,6 +1186,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     args = parser.parse_args(argv)
     args.worker_counts = [int(w) for w in args.workers.split(",") if w.strip()]
+    args.lag_levels = [int(c) for c in args.lag_concurrency.split(",") if c.strip()]
     return args
 
 
@@ -1083,7 +1274,7 @@ def main(argv: list[str] | None = None) -> int:
             result["throughput"].append(throughput_phase(run, workers, events))
         result["raw"] = raw_xadd_phase(run, events)
         if not args.skip_lag:
-            result["lag"] = lag_phase(run)
+            result["lag"] = [lag_phase(run, concurrency) for concurrency in args.lag_levels]
     except KeyboardInterrupt:
         log("interrupted: stopping what this run started")
         code = 130

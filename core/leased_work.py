@@ -8,8 +8,10 @@ retry schedule and whether a row ever gives up) from its app's locks.py.
 - Claim: one statement, `FOR UPDATE SKIP LOCKED` (workers never wait on each other), sets
   a lease (token + expiry) and counts an attempt, so the row locks last that statement only
   and the lease keeps other workers away while the work runs with no transaction open (a
-  network call). Work done inside the claiming transaction instead (`lock_due`) needs no
-  lease: its row locks are one.
+  network call). The statement is its own transaction (autocommit: one round trip), and
+  can return the claimed rows' columns (`claim_rows`), so a worker needs no second read.
+  Work done inside the claiming transaction instead (`lock_due`) needs no lease: its row
+  locks are one.
 - Complete, release, retry are fenced: `UPDATE ... WHERE lease_token = <ours>`, so a
   worker whose lease ran out and was re-claimed changes nothing.
 - Release hands a lease back with its attempt refunded (an outage is nobody's attempt).
@@ -53,8 +55,7 @@ SET lease_token = %(token)s,
     attempts = claimed.attempts + 1
 FROM due
 WHERE claimed.id = due.id
-RETURNING claimed.id
-"""
+RETURNING """
 
 _LOCK = """
 SELECT w.id FROM {table} w
@@ -106,18 +107,28 @@ class LeasedWork:
 
         Runs its own transaction: call it with none open that holds other locks.
         """
-        sql, params = self.claim_statement(limit=limit, token=token)
-        with transaction.atomic(), connection.cursor() as cursor:
-            cursor.execute(sql, params)
-            return [row[0] for row in cursor.fetchall()]
+        return [row[0] for row in self.claim_rows(limit=limit, token=token)]
 
-    def claim_statement(self, *, limit: int, token: UUID) -> tuple[str, dict[str, Any]]:
+    def claim_rows(
+        self, *, limit: int, token: UUID, returning: str = "claimed.id"
+    ) -> list[tuple[Any, ...]]:
+        """claim(), returning the `returning` columns (SQL on the claimed row, `claimed`) of
+        each claimed row, as they are after the claim (attempts counted), in no order.
+
+        Runs its own transaction: call it with none open that holds other locks.
+        """
+        sql, params = self.claim_statement(limit=limit, token=token, returning=returning)
+        return _run_alone(sql, params)
+
+    def claim_statement(
+        self, *, limit: int, token: UUID, returning: str = "claimed.id"
+    ) -> tuple[str, dict[str, Any]]:
         """The claim's SQL and its parameters (pyformat): what claim() runs, for callers
         that must see the statement itself (a benchmark's EXPLAIN ANALYZE)."""
         if self.lease_seconds is None:
             raise TypeError(f"{self.model.__name__} work has no lease: use lock_due()")
         lease = self.lease_seconds()
-        return self.claim_sql, {
+        return self.claim_sql + returning, {
             "limit": limit,
             "token": token,
             "lease": lease,
@@ -134,7 +145,9 @@ class LeasedWork:
     # --- handing it back -----------------------------------------------------------------
 
     def complete(self, *, ids: Iterable[Any], token: UUID, **changes: Any) -> int:
-        """Record finished work where our lease still holds; returns how many rows it was."""
+        """Record finished work where our lease still holds; returns how many rows it was.
+
+        One statement: with no transaction open, its own (one round trip)."""
         return self._held(ids, token).update(lease_token=None, lease_expires_at=None, **changes)
 
     def release(self, *, ids: Iterable[Any], token: UUID, **changes: Any) -> int:
@@ -187,6 +200,19 @@ class LeasedWork:
 
     def _held(self, ids: Iterable[Any], token: UUID) -> models.QuerySet:
         return self.model._default_manager.filter(pk__in=list(ids), lease_token=token)
+
+
+def _run_alone(sql: str, params: Mapping[str, Any]) -> list[tuple[Any, ...]]:
+    """Run one statement as its own transaction. In autocommit a single statement is one
+    already (no BEGIN/COMMIT round trips); inside the caller's atomic block, a savepoint
+    keeps a failure from spoiling the caller's transaction, as transaction.atomic() did."""
+    if connection.in_atomic_block:
+        with transaction.atomic(), connection.cursor() as cursor:
+            cursor.execute(sql, params)
+            return cursor.fetchall()
+    with connection.cursor() as cursor:
+        cursor.execute(sql, params)
+        return cursor.fetchall()
 
 
 def run_until_idle(

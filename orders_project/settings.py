@@ -419,7 +419,7 @@ OUTBOX_RELAY_TIME_BUDGET = float(os.environ.get("OUTBOX_RELAY_TIME_BUDGET", "5")
 # A relay run that found work keeps polling every OUTBOX_RELAY_POLL_INTERVAL seconds until
 # it has found none for OUTBOX_RELAY_LINGER seconds, and web processes skip their nudges
 # meanwhile (core/nudge.py): low lag under load without a Redis round trip per commit.
-OUTBOX_RELAY_LINGER = float(os.environ.get("OUTBOX_RELAY_LINGER", "1"))
+OUTBOX_RELAY_LINGER = float(os.environ.get("OUTBOX_RELAY_LINGER", "2"))
 OUTBOX_RELAY_POLL_INTERVAL = float(os.environ.get("OUTBOX_RELAY_POLL_INTERVAL", "0.02"))
 OUTBOX_NUDGE_ON_COMMIT = env_bool("OUTBOX_NUDGE_ON_COMMIT", True)
 

@@ -7,19 +7,15 @@ from datetime import timedelta
 from celery import shared_task
 from django.conf import settings
 
-from core.nudge import nudge_clear
-from outbox.nudge import RELAY_TASK
-from outbox.relay import relay_until_idle
+from outbox.relay import relay_in_background
 from outbox.services import outbox_purge_published
 
 
-# Idempotent (leases + dedupe), so acks_late; the hard limit is shorter than the lease so
-# a killed run's rows are re-claimable soon after, never while it could still write.
-@shared_task(acks_late=True, soft_time_limit=20, time_limit=25, ignore_result=True)
+# Beat's tick and the nudges: the relay runs in a thread of this worker process (see
+# outbox/relay.py) and the task returns at once. Idempotent (leases + dedupe).
+@shared_task(acks_late=True, ignore_result=True)
 def relay_outbox() -> dict:
-    nudge_clear(RELAY_TASK)
-    report = relay_until_idle()
-    return {"published": report.published, "dead": report.dead, "paused": report.paused}
+    return {"started": relay_in_background()}
 
 
 @shared_task(acks_late=True, ignore_result=True)
