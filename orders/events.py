@@ -1,4 +1,11 @@
-"""The events orders emit (SPEC §4), as envelopes for the outbox."""
+"""The events orders emit (SPEC §4), as envelopes for the outbox.
+
+Each payload follows its type's published schema, outbox/contract/schemas/<type>.v<N>.json,
+N being the envelope's schema_version; change a payload only together with a new schema
+version (tests/events validate every event the tests publish against the contract).
+The customer's email travels in order.created only (see the contract's notes on personal
+data): its consumers need to reach the customer, later events' consumers have it from there.
+"""
 
 from __future__ import annotations
 
@@ -10,11 +17,14 @@ from outbox.services import EventEnvelope
 AGGREGATE_TYPE = "order"
 
 
+# order.paid, order.cancelled and order.refunded: version 2 left the customer's email out.
+LATER_EVENTS_SCHEMA_VERSION = 2
+
+
 def _order_summary(order: Order) -> dict:
     return {
         "order_id": str(order.id),
         "client_id": str(order.client_id),
-        "email": order.email,
         "status": order.status,
         "total": str(order.total),
         "currency": order.currency,
@@ -23,6 +33,7 @@ def _order_summary(order: Order) -> dict:
 
 def order_created_event(*, order: Order, items: Iterable[OrderItem]) -> EventEnvelope:
     payload = _order_summary(order) | {
+        "email": order.email,
         "expires_at": order.expires_at.isoformat(),
         "items": [
             {
@@ -37,6 +48,7 @@ def order_created_event(*, order: Order, items: Iterable[OrderItem]) -> EventEnv
     }
     return EventEnvelope(
         type="order.created",
+        schema_version=1,
         aggregate_type=AGGREGATE_TYPE,
         aggregate_id=str(order.id),
         version=order.event_version,
@@ -48,6 +60,7 @@ def order_created_event(*, order: Order, items: Iterable[OrderItem]) -> EventEnv
 def order_cancelled_event(*, order: Order) -> EventEnvelope:
     return EventEnvelope(
         type="order.cancelled",
+        schema_version=LATER_EVENTS_SCHEMA_VERSION,
         aggregate_type=AGGREGATE_TYPE,
         aggregate_id=str(order.id),
         version=order.event_version,
@@ -59,6 +72,7 @@ def order_cancelled_event(*, order: Order) -> EventEnvelope:
 def order_paid_event(*, order: Order) -> EventEnvelope:
     return EventEnvelope(
         type="order.paid",
+        schema_version=LATER_EVENTS_SCHEMA_VERSION,
         aggregate_type=AGGREGATE_TYPE,
         aggregate_id=str(order.id),
         version=order.event_version,
@@ -71,6 +85,7 @@ def order_paid_event(*, order: Order) -> EventEnvelope:
 def order_refunded_event(*, order: Order) -> EventEnvelope:
     return EventEnvelope(
         type="order.refunded",
+        schema_version=LATER_EVENTS_SCHEMA_VERSION,
         aggregate_type=AGGREGATE_TYPE,
         aggregate_id=str(order.id),
         version=order.event_version,

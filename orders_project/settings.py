@@ -338,6 +338,9 @@ public reads), order creation also per customer email. Limited responses carry t
 **Pages** are cursor pages `{"next", "previous", "results"}`: follow `next` until it is null.
 
 Decimals are strings (`"12.50"`), times ISO 8601 with an offset, ids UUIDs.
+
+**Events.** Every change is also published to the Redis Stream `orders.events`; its contract
+(an AsyncAPI 3 document and a JSON Schema per event type and version) is at `/api/events/`.
 """
 
 SPECTACULAR_SETTINGS = {

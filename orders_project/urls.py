@@ -29,6 +29,8 @@ urlpatterns = [
     path("api/v1/", include("catalog.api.urls")),
     path("api/v1/", include("orders.api.urls")),
     path("api/v1/", include("payments.api.urls")),
+    # The event stream's contract: the AsyncAPI document and the events' JSON Schemas.
+    path("api/events/", include("outbox.api.urls")),
     path("api/schema/", SpectacularAPIView.as_view(), name="schema"),
     path("api/docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="swagger-ui"),
     path(

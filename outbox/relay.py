@@ -99,13 +99,14 @@ class ClaimedEvent:
     payload_json: str  # PostgreSQL's text of the jsonb: published as it is
     attempts: int  # this attempt included
     created_at_epoch: float  # the commit (roughly): for the lag metric and the order
+    schema_version: int
     lease_token: uuid.UUID
 
     @classmethod
     def from_row(cls, row: tuple[Any, ...], *, lease_token: uuid.UUID) -> ClaimedEvent:
         """From the claim's _CLAIMED_COLUMNS, in their order."""
         (id_, type_, aggregate_type, aggregate_id, version, occurred_at_iso) = row[:6]
-        (correlation_id, payload_json, attempts, created_at_epoch) = row[6:]
+        (correlation_id, payload_json, attempts, created_at_epoch, schema_version) = row[6:]
         return cls(
             id=id_,
             type=type_,
@@ -117,6 +118,7 @@ class ClaimedEvent:
             payload_json=payload_json,
             attempts=attempts,
             created_at_epoch=created_at_epoch,
+            schema_version=schema_version,
             lease_token=lease_token,
         )
 
@@ -144,7 +146,7 @@ _CLAIMED_COLUMNS = r"""
         '\.000000$', ''
     ) || '+00:00',
     claimed.correlation_id, claimed.payload::text, claimed.attempts,
-    extract(epoch FROM claimed.created_at)::float8
+    extract(epoch FROM claimed.created_at)::float8, claimed.schema_version
 """
 
 

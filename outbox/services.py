@@ -24,6 +24,8 @@ class EventEnvelope:
     aggregate_id: str
     version: int
     payload: dict[str, Any]
+    # The version of the type's schema in outbox/contract/schemas/ this payload follows.
+    schema_version: int = 1
     occurred_at: datetime = field(default_factory=timezone.now)
     correlation_id: str | None = None
 
@@ -53,6 +55,7 @@ def outbox_enqueue_in(*, work: UnitOfWork, event: EventEnvelope) -> None:
 def _outbox_row(event: EventEnvelope) -> OutboxEvent:
     return OutboxEvent(
         type=event.type,
+        schema_version=event.schema_version,
         aggregate_type=event.aggregate_type,
         aggregate_id=str(event.aggregate_id),
         version=event.version,

@@ -86,12 +86,15 @@ def sink_client() -> redis.Redis:
 
 
 def stream_fields(event) -> list[str]:
-    """The envelope as stream fields: payload as JSON text, version as a decimal string."""
+    """The envelope as stream fields: payload as JSON text, version and schema_version as
+    decimal strings."""
     return [
         "id",
         str(event.id),
         "type",
         event.type,
+        "schema_version",
+        str(event.schema_version),
         "aggregate_type",
         event.aggregate_type,
         "aggregate_id",

@@ -122,6 +122,7 @@ EFFECTS: dict[str, Effect] = {
 def _payment_refunded_event(payment: Payment, *, order: Order, provider_id: str) -> EventEnvelope:
     return EventEnvelope(
         type="payment.refunded",
+        schema_version=1,
         aggregate_type="payment",
         aggregate_id=str(payment.pk),
         version=payment.event_version,

@@ -7,15 +7,36 @@ import redis
 from django.conf import settings
 from rest_framework.test import APIClient
 
+from tests import event_contract
 from tests.factories import make_api_client
-from tests.fuzz.summary import pytest_terminal_summary  # noqa: F401 (prints the fuzz summary)
+from tests.fuzz import summary as fuzz_summary
+
+
+def pytest_terminal_summary(terminalreporter, exitstatus, config):
+    fuzz_summary.pytest_terminal_summary(terminalreporter, exitstatus, config)
+    if hasattr(config, "workerinput"):
+        return  # a pytest-xdist worker: the controller prints the merged counts
+    lines = event_contract.summary_lines()
+    if lines:
+        terminalreporter.write_sep("=", "event contract")
+        for line in lines:
+            terminalreporter.write_line(line)
 
 
 @pytest.fixture(scope="session", autouse=True)
 def _forget_redis_keys_of_this_run():
-    """Streams, dedupe keys and counters of this test run are removed when it ends."""
+    """When the run ends, every entry of its streams is checked against the event contract
+    (tests/event_contract.py); then its streams, dedupe keys and counters are removed."""
     yield
     prefix = settings.EVENT_STREAM.rsplit(":", 1)[0]
+    try:
+        event_contract.check_streams(settings.EVENT_STREAM_REDIS_URL, match=f"{prefix}*")
+    finally:
+        event_contract.save_this_process_counts()
+        _forget_keys(prefix)
+
+
+def _forget_keys(prefix: str) -> None:
     client = redis.Redis.from_url(settings.REDIS_URL)
     try:
         keys = list(client.scan_iter(match=f"{prefix}*", count=1000))

@@ -24,6 +24,7 @@ from scripts.processes import (
     worker_command,
 )
 from scripts.servers import free_port, start_redis
+from tests.event_contract import stop_after_checking_streams
 
 
 class Service(ManagedProcess):
@@ -106,7 +107,7 @@ def drill_redis(tmp_path_factory):
     """A redis-server of this module only: nobody else's Celery shares its broker keys."""
     server = start_redis(tmp_path_factory.mktemp("redis"), free_port())
     yield server
-    server.stop()
+    stop_after_checking_streams(server)
 
 
 @pytest.fixture

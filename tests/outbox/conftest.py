@@ -30,6 +30,7 @@ from scripts.processes import (
     worker_command,
 )
 from scripts.servers import free_port, start_redis
+from tests.event_contract import stop_after_checking_streams
 from tests.outbox.helpers import use_redis
 
 
@@ -54,7 +55,7 @@ def private_redis(tmp_path_factory):
     unacknowledged by a killed worker never reach the shared Redis."""
     server = start_redis(tmp_path_factory.mktemp("redis"), free_port())
     yield server
-    server.stop()
+    stop_after_checking_streams(server)
 
 
 @pytest.fixture

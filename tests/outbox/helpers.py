@@ -15,6 +15,7 @@ from django.db import transaction
 
 from outbox.models import OutboxEvent, OutboxStatus
 from outbox.services import EventEnvelope, outbox_enqueue
+from tests.event_contract import check_stream_entries
 from tests.polling import eventually as eventually  # re-exported for the outbox tests
 
 AGGREGATE_TYPE = "test"
@@ -65,10 +66,15 @@ def stream_client(url: str | None = None) -> redis.Redis:
 
 
 def stream_entries(client: redis.Redis | None = None, stream: str | None = None) -> list[dict]:
-    """Every entry of the stream, oldest first, as {field: value} (plus "_entry_id")."""
+    """Every entry of the stream, oldest first, as {field: value} (plus "_entry_id"); each
+    one checked against the event contract first."""
     client = client or stream_client()
-    entries = client.xrange(stream or settings.EVENT_STREAM, "-", "+")
-    return [{"_entry_id": entry_id, **fields} for entry_id, fields in entries]
+    stream = stream or settings.EVENT_STREAM
+    entries = [
+        {"_entry_id": entry_id, **fields} for entry_id, fields in client.xrange(stream, "-", "+")
+    ]
+    check_stream_entries(entries, where=stream)
+    return entries
 
 
 def stream_length(client: redis.Redis | None = None, stream: str | None = None) -> int:
@@ -104,7 +110,8 @@ def assert_versions_ascending(entries: list[dict]) -> None:
 
 
 def assert_entry_matches_row(entry: dict, row: OutboxEvent) -> None:
-    """Every envelope field is a stream field: payload as JSON text, version as decimal."""
+    """Every envelope field is a stream field: payload as JSON text, version and
+    schema_version as decimals."""
     assert entry["id"] == str(row.id)
     assert entry["type"] == row.type
     assert entry["aggregate_type"] == row.aggregate_type
@@ -114,9 +121,11 @@ def assert_entry_matches_row(entry: dict, row: OutboxEvent) -> None:
     assert entry["occurred_at"] == row.occurred_at.isoformat()
     assert entry["correlation_id"] == row.correlation_id
     assert json.loads(entry["payload"]) == row.payload
+    assert entry["schema_version"] == str(row.schema_version)
     assert set(entry) - {"_entry_id"} == {
         "id",
         "type",
+        "schema_version",
         "aggregate_type",
         "aggregate_id",
         "version",

@@ -15,6 +15,7 @@ import pytest
 
 from outbox.models import OutboxEvent, OutboxStatus
 from scripts.servers import free_port, start_redis
+from tests.event_contract import stop_after_checking_streams
 from tests.outbox.helpers import (
     assert_delivered_exactly_once_in_order,
     enqueue,
@@ -35,8 +36,7 @@ def outage_redis(tmp_path):
     data_dir = tmp_path / "outage-redis"
     server = start_redis(data_dir, free_port())
     yield server
-    if server.is_running():
-        server.stop()
+    stop_after_checking_streams(server)
 
 
 @pytest.mark.slow

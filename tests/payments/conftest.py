@@ -42,6 +42,7 @@ from scripts.processes import (
     worker_command,
 )
 from scripts.servers import free_port, start_redis
+from tests.event_contract import stop_after_checking_streams
 from tests.factories import make_api_client
 from tests.payments.helpers import PROVIDER_TOKEN, WEBHOOK_SECRET, Shop, provider_auth
 from tests.polling import eventually, processes_progress
@@ -149,7 +150,7 @@ def payments_redis():
     data_dir = Path(tempfile.mkdtemp(prefix="payments-redis-"))
     server = start_redis(data_dir, free_port())
     yield server
-    server.stop()
+    stop_after_checking_streams(server)
 
 
 @pytest.fixture(scope="module")

@@ -22,6 +22,7 @@ from catalog.models import Product
 from orders.models import Order, OrderItem, OrderStatus
 from payments.signatures import webhook_sign
 from tests import polling
+from tests.event_contract import check_stream_entries
 
 # The secret the stack's web process verifies and its fake provider signs with.
 WEBHOOK_SECRET = "whsec_cGF5bWVudHMtdGVzdHMtY3VycmVudC1zZWNyZXQtMA=="
@@ -136,12 +137,16 @@ def as_django_headers(headers: dict[str, str]) -> dict[str, str]:
 
 
 def stream_events(redis_url: str, stream: str) -> list[dict]:
-    """Every entry of the stream, oldest first, with the payload parsed."""
+    """Every entry of the stream, oldest first, with the payload parsed; each one checked
+    against the event contract first."""
     client = redis.Redis.from_url(redis_url, decode_responses=True)
     try:
         entries = client.xrange(stream, "-", "+")
     finally:
         client.close()
+    check_stream_entries(
+        ({"_entry_id": entry_id, **fields} for entry_id, fields in entries), where=stream
+    )
     events = []
     for _, fields in entries:
         fields = dict(fields)
