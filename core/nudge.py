@@ -10,10 +10,11 @@ Redis round trip. Hence:
   with SET NX PX before sending, expiring by itself should the message be lost;
 - per process, a failed send (broker down) opens a breaker that silences nudges for a few
   seconds;
-- a commit's nudges take their flags in one pipelined round trip, and per process a task
-  is asked for at most once per `_DEBOUNCE_MS` after a nudge this process sent, and once
-  per its quiet time (`quiet`) when its flag was found taken; when a commit asks Redis
-  anyway, its other tasks past `_DEBOUNCE_MS` ride along;
+- a commit's nudges take their flags in one pipelined round trip (so do the nudges asked
+  for inside a `nudges_batched()` block, for work committed without an atomic block), and
+  per process a task is asked for at most once per `_DEBOUNCE_MS` after a nudge this
+  process sent, and once per its quiet time (`quiet`) when its flag was found taken; when
+  a commit asks Redis anyway, its other tasks past `_DEBOUNCE_MS` ride along;
 - a plain task clears its flag as it starts (`nudge_clear`): a flag found set means "a
   run is queued", and work committed after that run started waits at most until this
   process's next nudge after its quiet time, or the next beat tick;
@@ -32,6 +33,8 @@ import logging
 import threading
 import time
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 from celery import current_app
@@ -59,6 +62,7 @@ class _Nudge:
 class _PendingTasks(threading.local):
     def __init__(self) -> None:
         self.tasks: dict[str, _Nudge] = {}
+        self.batches = 0  # how many nudges_batched() blocks this thread is in
 
 
 _pending = _PendingTasks()
@@ -85,7 +89,26 @@ def nudge_on_commit(task_name: str, *, quiet: float = _DEBOUNCE, covered: bool =
     (a task left pending by a rolled-back transaction goes with the next commit: a spare
     hint, harmless)."""
     _pending.tasks[task_name] = _Nudge(quiet=quiet, covered=covered)
-    transaction.on_commit(_nudge_pending)
+    if not _pending.batches:  # (in a batch, its end sends them)
+        transaction.on_commit(_nudge_pending)
+
+
+@contextmanager
+def nudges_batched() -> Iterator[None]:
+    """Nudges asked for inside the block take their flags together, in one round trip, as
+    the block ends (or as the transaction around it commits).
+
+    For nudges asked for outside any transaction, each of which would otherwise go at once
+    and on its own: the after-commit callbacks of a unit of work (core/unit_of_work.py),
+    committed without an atomic block, whose nudges of several tasks go out together. A
+    block left by an exception sends nothing: its nudges go with the next commit."""
+    _pending.batches += 1
+    try:
+        yield
+    finally:
+        _pending.batches -= 1
+    if not _pending.batches:
+        transaction.on_commit(_nudge_pending)  # outside a transaction: now
 
 
 def nudge_clear(task_name: str) -> None:

@@ -36,6 +36,8 @@ from django.db import DatabaseError, connections, transaction
 from django.db.models import Model
 from django.db.models.sql import InsertQuery
 
+from core.nudge import nudges_batched
+
 # Between the statements of the one query string (no statement contains it).
 UNIT_OF_WORK_SEPARATOR = ";\n"
 
@@ -130,11 +132,9 @@ class UnitOfWork:
             for callback in self._after_commit:
                 transaction.on_commit(callback, using=self.using)
             return
-        # Committed. They run inside an atomic block that sends nothing (psycopg begins a
-        # transaction only with a first statement), so on_commit() calls they make wait
-        # until all of them have run, as after a real transaction: one commit's nudges of
-        # several tasks go out together (core/nudge.py).
-        with transaction.atomic(using=self.using):
+        # Committed. The nudges of several tasks that they ask for go out together, as after
+        # the commit of an atomic block.
+        with nudges_batched():
             for callback in self._after_commit:
                 callback()
 

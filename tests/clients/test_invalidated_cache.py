@@ -20,8 +20,8 @@ import redis
 from django.conf import settings
 
 from core.invalidated_cache import EVERY_TAG, CacheSettings, InvalidatedCache
-from tests.clients.redis_relay import RedisRelay
 from tests.polling import eventually, stays_false
+from tests.redis_relay import RedisRelay
 
 BOUND = 0.2
 

@@ -90,3 +90,38 @@ def test_a_commit_after_the_window_asks_again(round_trips):
     # then the second request came only once the debounce window had passed
     first, second = flag_requests(round_trips, task_name)[:2]
     assert second - first >= DEBOUNCE_SECONDS
+
+
+@pytest.mark.django_db(transaction=True)
+def test_nudges_asked_for_in_a_batch_outside_a_transaction_take_their_flags_together(
+    round_trips,
+):
+    # given two tasks nobody has nudged, and no transaction (as after a unit of work)
+    relay, steps = a_task(), a_task()
+
+    # when both are nudged inside one batch
+    with nudge.nudges_batched():
+        nudge.nudge_on_commit(relay)
+        nudge.nudge_on_commit(steps)
+        # then nothing is sent before the batch ends
+        assert round_trips == []
+
+    # and both flags are asked for in one round trip as it ends
+    assert len(flag_requests(round_trips, relay)) == len(flag_requests(round_trips, steps)) == 1
+    assert [trip.names for trip in round_trips] == [("SET", "SET")]
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_batch_inside_a_transaction_sends_its_nudges_at_the_commit(round_trips):
+    # given a task nobody has nudged
+    task_name = a_task()
+
+    # when it is nudged in a batch that ends inside a transaction
+    with transaction.atomic():
+        with nudge.nudges_batched():
+            nudge.nudge_on_commit(task_name)
+        # then nothing is sent before the transaction commits
+        assert round_trips == []
+
+    # and its flag is asked for once it has
+    assert len(flag_requests(round_trips, task_name)) == 1

@@ -3,11 +3,10 @@ delivery contract (exactly once, envelope fields, version order), poll with dead
 
 from __future__ import annotations
 
-import contextlib
 import json
 import uuid
 from collections import defaultdict
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Iterable, Sequence
 
 import redis
 from django.conf import settings
@@ -140,105 +139,3 @@ def status_counts() -> dict[str, int]:
     for status in OutboxEvent.objects.values_list("status", flat=True):
         counts[status] += 1
     return counts
-
-
-class HoldingProxy:
-    """A TCP proxy in front of Redis that can hold a client's request in flight.
-
-    Once armed, the first client chunk containing `marker` (e.g. b"EVALSHA": the publish)
-    and everything after it on that connection are held; `on_hold` runs at that moment
-    (e.g. to SIGSTOP the client). `release()` forwards what was held; `replied` is set when
-    the server's answer to it has been passed back to the client.
-    """
-
-    def __init__(self, target_host: str, target_port: int) -> None:
-        import socket
-        import threading
-
-        self._socket_module = socket
-        self._threading = threading
-        self.target = (target_host, target_port)
-        self.listener = socket.create_server(("127.0.0.1", 0))
-        self.port = self.listener.getsockname()[1]
-        self.held = threading.Event()
-        self.replied = threading.Event()
-        self._lock = threading.Lock()
-        self._marker: bytes | None = None
-        self._on_hold: Callable[[], None] | None = None
-        self._holding: dict = {}  # client socket -> (server socket, [chunks])
-        self._released = False
-        self._sockets: list = []
-        self._closed = False
-        threading.Thread(target=self._accept, daemon=True).start()
-
-    @property
-    def url(self) -> str:
-        return f"redis://127.0.0.1:{self.port}/0"
-
-    def arm(self, marker: bytes, on_hold: Callable[[], None] | None = None) -> None:
-        with self._lock:
-            self._marker, self._on_hold = marker, on_hold
-
-    def release(self) -> None:
-        with self._lock:
-            self._released = True
-            holding, self._holding = self._holding, {}
-            for server, chunks in holding.values():
-                for chunk in chunks:
-                    server.sendall(chunk)
-
-    def close(self) -> None:
-        self._closed = True
-        for sock in [self.listener, *self._sockets]:
-            with contextlib.suppress(OSError):
-                sock.close()
-
-    def _accept(self) -> None:
-        while not self._closed:
-            try:
-                client, _ = self.listener.accept()
-            except OSError:
-                return
-            server = self._socket_module.create_connection(self.target)
-            self._sockets += [client, server]
-            self._threading.Thread(
-                target=self._upstream, args=(client, server), daemon=True
-            ).start()
-            self._threading.Thread(
-                target=self._downstream, args=(client, server), daemon=True
-            ).start()
-
-    def _upstream(self, client, server) -> None:
-        while True:
-            try:
-                chunk = client.recv(65536)
-            except OSError:
-                chunk = b""
-            if not chunk:
-                server.close()
-                return
-            with self._lock:
-                if client in self._holding:
-                    self._holding[client][1].append(chunk)
-                    continue
-                if self._marker and not self._released and self._marker in chunk:
-                    self._holding[client] = (server, [chunk])
-                    self._marker = None
-                    if self._on_hold:
-                        self._on_hold()
-                    self.held.set()
-                    continue
-            server.sendall(chunk)
-
-    def _downstream(self, client, server) -> None:
-        while True:
-            try:
-                chunk = server.recv(65536)
-            except OSError:
-                chunk = b""
-            if not chunk:
-                client.close()
-                return
-            client.sendall(chunk)
-            if self._released:
-                self.replied.set()

@@ -15,7 +15,6 @@ from outbox.models import OutboxEvent, OutboxStatus
 from outbox.relay import RelayReport, _hand_back, _record_outcomes, outbox_claim, relay_once
 from outbox.sink import PublishResult, sink_publish
 from tests.outbox.helpers import (
-    HoldingProxy,
     assert_delivered_exactly_once_in_order,
     enqueue,
     eventually,
@@ -24,6 +23,7 @@ from tests.outbox.helpers import (
     stream_entries,
     stream_length,
 )
+from tests.redis_relay import RedisRelay
 
 ROW_STATE = ("status", "attempts", "lease_token", "lease_expires_at", "published_at", "last_error")
 
@@ -141,18 +141,18 @@ def test_a_worker_sigkilled_mid_batch_loses_and_duplicates_nothing(celery_proces
 @pytest.mark.django_db(transaction=True)
 def test_a_worker_paused_past_its_lease_cannot_mark_or_republish(celery_processes, worker_redis):
     # given a worker whose publish is held in flight, and which is SIGSTOPped right then
-    proxy = HoldingProxy("127.0.0.1", worker_redis.port)
+    relay = RedisRelay.to(worker_redis.url)
     try:
         [row] = enqueue(aggregate_ids=new_aggregate_ids(1), versions=[1])
         stale = celery_processes.worker(
             "stale",
-            EVENT_STREAM_REDIS_URL=proxy.url,
+            EVENT_STREAM_REDIS_URL=relay.url,
             OUTBOX_LEASE_SECONDS="3",
             EVENT_STREAM_SOCKET_TIMEOUT="30",
         )
-        proxy.arm(b"EVALSHA", on_hold=stale.pause)
+        relay.hold_on(b"EVALSHA", on_hold=stale.pause)
         beat = celery_processes.beat()
-        eventually(proxy.held.is_set, timeout=45, what="the publish held", alive=[stale, beat])
+        eventually(relay.held.is_set, timeout=45, what="the publish held", alive=[stale, beat])
         claimed = _state(row.pk)
         assert claimed["status"] == OutboxStatus.PENDING and claimed["lease_token"] is not None
         # when its lease runs out and another worker takes the row
@@ -168,8 +168,8 @@ def test_a_worker_paused_past_its_lease_cannot_mark_or_republish(celery_processe
         assert taken["attempts"] == 2 and taken["lease_token"] is None
         assert stream_length() == 1
         # and the paused worker resumes: its held publish reaches Redis, then it marks
-        proxy.release()
-        eventually(proxy.replied.is_set, timeout=10, what="the late publish answered")
+        relay.release()
+        eventually(relay.replied.is_set, timeout=10, what="the late publish answered")
         stale.resume()
         eventually(
             lambda: celery_processes.metric("outbox_fenced_acks_total") == 1,
@@ -183,4 +183,4 @@ def test_a_worker_paused_past_its_lease_cannot_mark_or_republish(celery_processe
         assert _state(row.pk) == taken
         assert celery_processes.metric("outbox_published_total") == 1
     finally:
-        proxy.close()
+        relay.close()

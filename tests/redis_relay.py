@@ -1,11 +1,18 @@
-"""A TCP relay in front of the real Redis that a test can hang or cut, to see what a
-per-process cache's listener does when its connection goes quiet or away.
+"""A TCP relay in front of a real Redis that a test can hang, cut, or make hold one request
+in flight, to see what a client does when its connection goes quiet or away, or when it is
+paused while its request is on the wire.
 
-    relay = RedisRelay.to(settings.REDIS_URL)
+    relay = RedisRelay.to(settings.REDIS_URL)   # clients connect to relay.url instead
     relay.freeze()   # the connections open now stop passing bytes (sockets stay open);
                      # connections made later pass bytes as usual
     relay.cut()      # every connection is closed; new ones are closed as they arrive
     relay.restore()  # new connections pass bytes again
+
+    relay.hold_on(b"EVALSHA", on_hold=worker.pause)
+                     # the first client chunk containing the marker, and everything after it
+                     # on that connection, are held; on_hold runs then, and `held` is set
+    relay.release()  # what was held goes to Redis (and nothing more is held); `replied` is
+                     # set once Redis's answer to it has been passed back to the client
     relay.close()
 """
 
@@ -14,6 +21,7 @@ from __future__ import annotations
 import contextlib
 import socket
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
@@ -23,6 +31,10 @@ class _Pair:
     client: socket.socket
     server: socket.socket
     flowing: threading.Event = field(default_factory=threading.Event)
+    # The client's chunks held since the marker, or None while this connection is not held.
+    held: list[bytes] | None = None
+    # Released: what the server sends from now on answers the request that was held.
+    answering: bool = False
 
     def close(self) -> None:
         self.flowing.set()  # a pump held by freeze() wakes up and finds the sockets closed
@@ -39,10 +51,14 @@ class RedisRelay:
         self.db = db
         self.listener = socket.create_server(("127.0.0.1", 0))
         self.port = self.listener.getsockname()[1]
+        self.held = threading.Event()
+        self.replied = threading.Event()
         self._lock = threading.Lock()
         self._pairs: list[_Pair] = []
         self._accepting = True
         self._closed = False
+        self._marker: bytes | None = None
+        self._on_hold: Callable[[], None] | None = None
         threading.Thread(target=self._accept, daemon=True).start()
 
     @classmethod
@@ -74,6 +90,22 @@ class RedisRelay:
     def restore(self) -> None:
         with self._lock:
             self._accepting = True
+
+    def hold_on(self, marker: bytes, on_hold: Callable[[], None] | None = None) -> None:
+        with self._lock:
+            self._marker, self._on_hold = marker, on_hold
+
+    def release(self) -> None:
+        with self._lock:
+            self._marker = None
+            for pair in self._pairs:
+                if pair.held is None:
+                    continue
+                chunks, pair.held = pair.held, None
+                pair.answering = True
+                # Under the lock: the client's later chunks wait for these, keeping the order.
+                for chunk in chunks:
+                    pair.server.sendall(chunk)
 
     def close(self) -> None:
         self._closed = True
@@ -109,9 +141,28 @@ class RedisRelay:
             if not chunk:
                 pair.close()
                 return
+            if upstream and self._held_back(pair, chunk):
+                continue
             pair.flowing.wait()  # frozen: held here, the socket left open
             try:
                 sink.sendall(chunk)
             except OSError:
                 pair.close()
                 return
+            if not upstream and pair.answering:
+                self.replied.set()
+
+    def _held_back(self, pair: _Pair, chunk: bytes) -> bool:
+        """Keep the client's chunk back if its connection is held or the chunk starts a hold."""
+        with self._lock:
+            if pair.held is not None:
+                pair.held.append(chunk)
+                return True
+            if self._marker is None or self._marker not in chunk:
+                return False
+            pair.held, self._marker = [chunk], None
+            on_hold = self._on_hold
+        if on_hold:
+            on_hold()
+        self.held.set()
+        return True
