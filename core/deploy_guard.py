@@ -62,7 +62,7 @@ def webhook_secrets_problem(secrets: Sequence[str], *, published: Iterable[str])
     """Why PAYMENT_WEBHOOK_SECRETS cannot sign production webhooks, or None.
 
     `published` are secrets anyone can read (the development default, examples in the
-    README): whoever knows one can sign `payment.succeeded` for any order. They are
+    docs): whoever knows one can sign `payment.succeeded` for any order. They are
     compared by key bytes, so re-encoding a published key does not get it through.
     """
     hint = f"generate one: {WEBHOOK_KEY_GENERATOR_COMMAND}"

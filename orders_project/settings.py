@@ -383,7 +383,7 @@ PAYMENT_WEBHOOK_URL = os.environ.get(
 # Comma-separated whsec_<base64> secrets; several during a rotation (first = current).
 DEFAULT_PAYMENT_WEBHOOK_SECRET = "whsec_ZGV2LW9ubHktd2ViaG9vay1zZWNyZXQtY2hhbmdlLW1l"  # noqa: S105
 PAYMENT_WEBHOOK_SECRETS = env_list("PAYMENT_WEBHOOK_SECRETS", [DEFAULT_PAYMENT_WEBHOOK_SECRET])
-# Secrets anyone can read (the default above, and the README prints it for the curl
+# Secrets anyone can read (the default above, and docs/api.md prints it for the curl
 # example): production refuses them, and malformed, short or missing ones.
 # tests/security/test_production_settings.py fails if the docs print one not listed here.
 PUBLISHED_WEBHOOK_SECRETS = [DEFAULT_PAYMENT_WEBHOOK_SECRET]
