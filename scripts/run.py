@@ -385,6 +385,7 @@ def banner_lines(*, base: str, provider: str, demo: str) -> list[str]:
         f"  health       {base}/healthz   {base}/readyz",
         f"  metrics      {base}/metrics",
         "  events       .venv/bin/python manage.py tail_events   (stream: EVENT_STREAM)",
+        f"               their contract: {base}/api/events/",
         f"  provider     fake payment provider on {provider} (FAKE_PROVIDER_PORT)",
         "               its reads and /_chaos take Authorization: Bearer "
         f"$(cat {PROVIDER_TOKEN_FILE.relative_to(ROOT)})",

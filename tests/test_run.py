@@ -11,6 +11,7 @@ import sys
 import time
 import urllib.request
 import uuid
+from pathlib import Path
 
 from django.conf import settings
 from django.db import connection
@@ -131,6 +132,24 @@ def test_the_banners_provider_url_defaults_to_the_commands_default(monkeypatch):
     monkeypatch.delenv("FAKE_PROVIDER_HOST", raising=False)
     options = RunFakeProvider().create_parser("manage.py", "run_fake_provider").parse_args([])
     assert fake_provider_url({}) == f"http://{options.host}:{options.port}"
+
+
+def test_the_readmes_banner_is_the_one_make_run_prints_with_its_defaults():
+    # given the banner block of the README (the one whose lines start with "run      |")
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    shown = [line for line in readme.splitlines() if line.startswith("run      |")]
+    # when make run's banner is printed with the default port, provider and seed lines
+    demo = "\n".join(line.removeprefix("run      |   ") for line in shown if ":  " in line)
+    output = io.StringIO()
+    printer = PrefixedOutput(["web", "worker", "beat", "provider"], output)
+    for line in banner_lines(
+        base="http://127.0.0.1:8000", provider=fake_provider_url({}), demo=demo
+    ):
+        printer.say(line)
+    # then the README shows exactly those lines (it leaves out the last, empty one)
+    printed = [line.rstrip() for line in output.getvalue().splitlines()]
+    assert printed[-1] == "run      |"
+    assert shown == printed[:-1]
 
 
 def test_a_child_that_exits_on_its_own_has_its_last_words_printed_before_the_stop():
