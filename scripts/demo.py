@@ -423,7 +423,8 @@ class Demo:
             payload = json.loads(entry.get("payload") or "{}")
             print(
                 f"  < {entry.get('type'):<16} version {entry.get('version')}  "
-                f"id {entry.get('id')}  payload keys {sorted(payload)}"
+                f"schema_version {entry.get('schema_version')}  id {entry.get('id')}  "
+                f"payload keys {sorted(payload)}"
             )
         types = [entry.get("type") for entry in events]
         versions = [entry.get("version") for entry in events]
@@ -432,6 +433,23 @@ class Demo:
         for entry in events:
             for field in ("id", "aggregate_type", "occurred_at", "correlation_id", "payload"):
                 check(field in entry, f"the envelope has {field!r}: {sorted(entry)}")
+            self.check_against_published_schema(entry)
+
+    def check_against_published_schema(self, entry: dict) -> None:
+        """The entry has the fields, and its payload the keys, that the schema the service
+        publishes for its type and schema_version requires (the test suite validates every
+        entry in full; the demo needs no JSON Schema library)."""
+        name = f"{entry.get('type')}.v{entry.get('schema_version')}.json"
+        schema = self.expect(self.request("GET", f"/api/events/schemas/{name}", key=False), 200)
+        required = set(schema["required"])
+        check(required <= set(entry), f"{name}: the entry lacks {sorted(required - set(entry))}")
+        payload_keys = set(json.loads(entry["payload"]))
+        payload_schema = schema["properties"]["payload"]
+        check(
+            payload_keys == set(payload_schema["required"]),
+            f"{name}: payload keys {sorted(payload_keys)}, the schema requires "
+            f"{sorted(payload_schema['required'])}",
+        )
 
 
 def create_api_key(python: str) -> str:

@@ -81,5 +81,8 @@ def test_make_demo_walks_the_whole_api_against_the_running_service(stack, provid
     assert "problem insufficient_stock" in demo.stdout
     assert "> POST /api/v1/payments/webhook/" in demo.stdout
     assert f"> XRANGE {stack.stream} " in demo.stdout
-    assert "order.created    version 1" in demo.stdout
-    assert "order.paid       version 2" in demo.stdout
+    assert "order.created    version 1  schema_version 1" in demo.stdout
+    assert "order.paid       version 2  schema_version 2" in demo.stdout
+    # and each entry is held to the schema the service publishes for it
+    assert "> GET /api/events/schemas/order.created.v1.json" in demo.stdout
+    assert "> GET /api/events/schemas/order.paid.v2.json" in demo.stdout
