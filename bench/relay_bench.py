@@ -206,6 +206,7 @@ def make_events(n: int, seed: int) -> list[SimpleNamespace]:
                 aggregate_type="order",
                 aggregate_id=aggregate_id,
                 version=version,
+                schema_version=1,
                 occurred_at=at,
                 correlation_id=f"req-{index:08d}",
                 payload=payload,

@@ -120,7 +120,7 @@ class OrderItem(models.Model):
                 name="order_item_quantity_range",
             ),
         ]
-        indexes = [models.Index(fields=["product"], name="order_item_product_idx")]
+        # product_id's index is the foreign key's own (one index write per line, not two).
 
     def __str__(self) -> str:
         return f"{self.quantity} × {self.sku}"
@@ -209,7 +209,6 @@ class IdempotencyRecord(models.Model):
         ]
         indexes = [
             models.Index(fields=["expires_at"], name="idempotency_expires_idx"),
-            models.Index(fields=["order"], name="idempotency_order_idx"),
         ]
 
     def __str__(self) -> str:

@@ -60,9 +60,9 @@ class OutboxEvent(models.Model):
                 name="outbox_pending_due_idx",
                 condition=models.Q(status="pending"),
             ),
-            models.Index(
-                fields=["aggregate_type", "aggregate_id", "version"], name="outbox_aggregate_idx"
-            ),
+            # The admin's list, newest first (the unique constraint's index serves the
+            # per-aggregate lookups and the aggregate_type filter).
+            models.Index(fields=["created_at", "id"], name="outbox_created_id_idx"),
             models.Index(fields=["status", "published_at"], name="outbox_status_published_idx"),
         ]
 

@@ -17,6 +17,8 @@ import yaml
 CONTRACT_DIR = Path(__file__).resolve().parent / "contract"
 ASYNCAPI_FILE = CONTRACT_DIR / "asyncapi.yaml"
 SCHEMAS_DIR = CONTRACT_DIR / "schemas"
+# The definitions every event schema shares (not an event type of its own).
+ENVELOPE_NAME = "envelope.v1"
 
 
 def event_schema_file_name(event_type: str, schema_version: int | str) -> str:
@@ -38,6 +40,12 @@ def asyncapi_document() -> dict[str, Any]:
 def event_schema_texts() -> dict[str, bytes]:
     """{file name: its bytes} for every schema file, the envelope's definitions included."""
     return {path.name: path.read_bytes() for path in sorted(SCHEMAS_DIR.glob("*.json"))}
+
+
+def event_types() -> list[str]:
+    """Every event type the contract describes (in any schema version), sorted."""
+    names = (name.removesuffix(".json") for name in event_schema_texts())
+    return sorted({name.rsplit(".v", 1)[0] for name in names if name != ENVELOPE_NAME})
 
 
 def event_schema(file_name: str) -> dict[str, Any] | None:
