@@ -25,6 +25,7 @@ process neither wait for the relay nor hold it up.
 from __future__ import annotations
 
 import atexit
+import contextlib
 import json
 import logging
 import os
@@ -333,7 +334,10 @@ class _Relay:
     def finish(self) -> RelayReport:
         """Wait for the batch in flight to land; the thread's connection is not kept."""
         report = self._landed() or RelayReport()
-        _lander().submit(_close_connection).result()
+        # RuntimeError "cannot schedule new futures": the process is exiting (a worker's
+        # shutdown), and the landing thread's connection ends with it.
+        with contextlib.suppress(RuntimeError):
+            _lander().submit(_close_connection).result()
         return report
 
     def _landed(self) -> RelayReport | None:

@@ -21,6 +21,7 @@ from tests.outbox.helpers import (
     stream_entries,
     stream_length,
 )
+from tests.redis_relay import RedisRelay
 
 
 class Rollback(Exception):
@@ -87,31 +88,58 @@ def test_committed_events_reach_the_stream_once_with_the_whole_envelope_rolled_b
 def test_two_beats_and_three_workers_deliver_thousands_once_and_in_order(
     celery_processes, worker_redis
 ):
-    # given two beats and three workers running at once
+    # given two beats and three workers running at once, the workers' sink through a relay
+    # that holds the first publish any of them sends: a lone worker's relay thread would
+    # otherwise drain every commit before the others' runs start (it polls every 20 ms),
+    # so only a held publish makes the others' work certain rather than likely
+    relay = RedisRelay.to(worker_redis.url)
+    relay.hold_on(b"EVALSHA")
     processes = [celery_processes.beat(f"beat{n}") for n in (1, 2)]
-    processes += [celery_processes.worker(f"worker{n}", OUTBOX_BATCH_SIZE=100) for n in (1, 2, 3)]
+    processes += [
+        celery_processes.worker(
+            f"worker{n}",
+            OUTBOX_BATCH_SIZE=100,
+            EVENT_STREAM_REDIS_URL=relay.url,
+            EVENT_STREAM_SOCKET_TIMEOUT="30",
+        )
+        for n in (1, 2, 3)
+    ]
     aggregates = new_aggregate_ids(300)
-    # when 3000 events (versions 1..10 of 300 aggregates) commit in ten transactions
-    # (each commit also queues three relay runs, so the workers relay at the same time)
-    for version in range(1, 11):
-        enqueue(aggregate_ids=aggregates, versions=[version])
-        celery_processes.kick_relay(3)
-    # then every one is published, each reaches the stream once, in version order
-    eventually(
-        lambda: status_counts()[OutboxStatus.PUBLISHED] == 3000,
-        timeout=120,
-        what="3000 events published",
-        interval=0.5,
-        alive=processes,
-        progress=status_counts,
-    )
+    try:
+        # when 3000 events (versions 1..10 of 300 aggregates) commit in ten transactions
+        # (each commit also queues three relay runs, so the workers relay at the same time)
+        for version in range(1, 11):
+            enqueue(aggregate_ids=aggregates, versions=[version])
+            celery_processes.kick_relay(3)
+        # and the held publish goes on once another worker has published past it
+        eventually(relay.held.is_set, timeout=60, what="a publish held", alive=processes)
+        eventually(
+            lambda: celery_processes.metric("outbox_published_total") > 0,
+            timeout=60,
+            what="another worker publishing while one publish is held",
+            alive=processes,
+            progress=status_counts,
+        )
+        relay.release()
+        # then every one is published, each reaches the stream once, in version order
+        eventually(
+            lambda: status_counts()[OutboxStatus.PUBLISHED] == 3000,
+            timeout=120,
+            what="3000 events published",
+            interval=0.5,
+            alive=processes,
+            progress=status_counts,
+        )
+    finally:
+        relay.close()
     entries = stream_entries()
     assert len(entries) == OutboxEvent.objects.count() == 3000
     assert_delivered_exactly_once_in_order(entries, OutboxEvent.objects.all())
     assert status_counts() == {"pending": 0, "published": 3000, "dead": 0, "discarded": 0}
-    # and the workers really competed: more than one of them published
+    # and the workers really competed: the held one and at least one other published
     published_by = celery_processes.metric_by_process("outbox_published_total")
     assert sum(published_by.values()) == 3000
     print("published by", published_by)
     assert sum(1 for value in published_by.values() if value) >= 2, published_by
+    # and no lease ran out under the held publish (60 s, released within seconds)
     assert celery_processes.metric("outbox_fenced_acks_total") == 0
