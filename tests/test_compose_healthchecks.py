@@ -165,3 +165,14 @@ def test_the_image_and_compose_checks_run_against_local_processes(tmp_path):
         redis_server.stop()
         for path in sorted(Path(tmp_path).glob("*.log")):
             print(f"----- {path.name}\n{path.read_text()[-2000:]}")
+
+
+def test_the_image_installs_the_uv_the_makefile_pins():
+    # given the uv version the Makefile installs and the one the Dockerfile's build stage does
+    makefile = (REPO / "Makefile").read_text()
+    dockerfile = (REPO / "Dockerfile").read_text()
+    (pinned,) = re.findall(r"^UV_VERSION\s*:?=\s*(\S+)\s*$", makefile, re.MULTILINE)
+    (built,) = re.findall(r"^ARG UV_VERSION=(\S+)\s*$", dockerfile, re.MULTILINE)
+    # then they are one version: the lock is exported and checked by the one, installed by
+    # the other
+    assert built == pinned
