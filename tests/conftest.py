@@ -24,7 +24,7 @@ def pytest_terminal_summary(terminalreporter, exitstatus, config):
 
 
 @pytest.fixture(scope="session", autouse=True)
-def _forget_redis_keys_of_this_run():
+def _check_then_forget_the_streams_of_this_run():
     """When the run ends, every entry of its streams is checked against the event contract
     (tests/event_contract.py); then its streams, dedupe keys and counters are removed."""
     yield
