@@ -67,13 +67,16 @@ run: $(RUNTIME_STAMP) ## set everything up and run web, worker, beat and the fak
 demo: $(RUNTIME_STAMP) ## walk the whole API of a running `make run` (DEMO_BASE_URL, default :8000)
 	$(PY) -m scripts.demo
 
-# AsyncAPI's own parser (Node.js, from the npm registry, into .local/): CI checks the same
+# AsyncAPI's own parser (Node.js, from the npm registry, into .local/) on the contract as
+# files (the document and the apps' schemas side by side, as served). CI checks the same
 # document against AsyncAPI's JSON Schema (tests/events) and needs neither.
 ASYNCAPI_PARSER := .local/asyncapi-parser
+EVENT_CONTRACT_FILES := .local/event-contract
 .PHONY: check-asyncapi
-check-asyncapi: ## validate outbox/contract/asyncapi.yaml with @asyncapi/parser (needs node and npm)
+check-asyncapi: $(RUNTIME_STAMP) ## validate the event contract's AsyncAPI document with @asyncapi/parser (needs node and npm)
 	@test -d $(ASYNCAPI_PARSER)/node_modules/@asyncapi/parser || npm install --prefix $(ASYNCAPI_PARSER) --no-audit --no-fund --silent @asyncapi/parser@3.6.6
-	NODE_PATH=$(ASYNCAPI_PARSER)/node_modules node scripts/validate_asyncapi.cjs outbox/contract/asyncapi.yaml
+	SECRET_KEY=export-only $(PY) manage.py export_event_contract $(EVENT_CONTRACT_FILES)
+	NODE_PATH=$(ASYNCAPI_PARSER)/node_modules node scripts/validate_asyncapi.cjs $(EVENT_CONTRACT_FILES)/asyncapi.yaml
 
 test: lint ## set up, then lint and the whole test suite against real PostgreSQL and Redis
 	$(PY) -m scripts.services up

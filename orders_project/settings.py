@@ -406,6 +406,8 @@ PAYMENT_STEPS_TIME_BUDGET = float(os.environ.get("PAYMENT_STEPS_TIME_BUDGET", "5
 
 # Outbox relay (SPEC §4).
 EVENT_STREAM = os.environ.get("EVENT_STREAM", "orders.events")
+# The stream's AsyncAPI document (served at /api/events/ with the apps' event schemas).
+EVENT_CONTRACT_DOCUMENT = BASE_DIR / "orders_project" / "asyncapi.yaml"
 EVENT_STREAM_REDIS_URL = os.environ.get("EVENT_STREAM_REDIS_URL", REDIS_URL)
 EVENT_STREAM_MAXLEN = env_int("EVENT_STREAM_MAXLEN", 1_000_000)  # approximate trimming
 EVENT_STREAM_SOCKET_TIMEOUT = float(os.environ.get("EVENT_STREAM_SOCKET_TIMEOUT", "2"))

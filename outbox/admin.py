@@ -8,14 +8,14 @@ from django.db.models import QuerySet
 from django.http import HttpRequest
 
 from core.admin_paginator import DistinctValuesBySeekFilter, EstimatedCountPaginator
+from outbox.event_contract import event_types
 from outbox.models import OutboxEvent, OutboxStatus
-from outbox.published_contract import event_types
 from outbox.services import outbox_discard, outbox_retry
 
 
 class EventTypeFilter(admin.AllValuesFieldListFilter):
-    """The "type" filter, its choices the event types of the published contract rather
-    than a DISTINCT over every row (the stream carries no other types)."""
+    """The "type" filter, its choices the event types of the registered event schemas
+    rather than a DISTINCT over every row (the stream carries no other types)."""
 
     def __init__(self, field, request, params, model, model_admin, field_path):
         super().__init__(field, request, params, model, model_admin, field_path)

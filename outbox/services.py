@@ -24,8 +24,9 @@ class EventEnvelope:
     aggregate_id: str
     version: int
     payload: dict[str, Any]
-    # The version of the type's schema in outbox/contract/schemas/ this payload follows.
-    schema_version: int = 1
+    # The version of the type's published schema this payload follows (the emitting app's
+    # event_schemas/<type>.v<N>.json); no default, so that no producer forgets it.
+    schema_version: int
     occurred_at: datetime = field(default_factory=timezone.now)
     correlation_id: str | None = None
 

@@ -1,4 +1,5 @@
-"""Every stream entry the tests see is checked against the event contract (outbox/contract/).
+"""Every stream entry the tests see is checked against the event contract (the registered
+event schemas, outbox/event_contract.py).
 
 `check_stream_entry` validates one entry, as the stream carries it, against the JSON Schema
 its `type` and `schema_version` select; the helpers that read a stream call it on each entry
@@ -27,7 +28,7 @@ from jsonschema.exceptions import best_match
 from referencing import Registry, Resource
 from referencing.jsonschema import DRAFT7
 
-from outbox.published_contract import event_schema_file_name, event_schema_texts
+from outbox.event_contract import event_schema_file_name, event_schema_texts
 from tests.run_artifacts import merged_counts, save_counts
 
 ARTIFACTS_KIND = "event-contract"
@@ -73,7 +74,7 @@ def schema_reference_for(fields: Mapping[str, str]) -> str:
     raise AssertionError(
         f"the stream carries an event the contract does not describe: type "
         f"{fields.get('type')!r}, schema_version {fields.get('schema_version', '1')!r} "
-        f"(no outbox/contract/schemas/{name})"
+        f"(no registered schema {name})"
     )
 
 
@@ -142,7 +143,7 @@ def summary_lines() -> list[str]:
     contract = sum(n for label, n in counts.items() if label != _SYNTHETIC_LABEL)
     lines = [
         f"{contract} stream entries validated against the event contract "
-        f"(outbox/contract/schemas), {counts[_SYNTHETIC_LABEL]} synthetic against the envelope"
+        f"(the apps' event_schemas), {counts[_SYNTHETIC_LABEL]} synthetic against the envelope"
     ]
     lines += [f"  {label:<40} {n:>6}" for label, n in sorted(counts.items())]
     return lines

@@ -1,5 +1,6 @@
-"""The event contract over HTTP: /api/events/ is the AsyncAPI document (JSON, or the YAML
-file as kept in the repository), /api/events/schemas/<file> each JSON Schema it refers to.
+"""The event contract over HTTP (outbox/event_contract.py): /api/events/ is the AsyncAPI
+document (JSON, or the YAML file as kept in the repository), /api/events/schemas/<file>
+each registered JSON Schema.
 
 Public like /api/schema/: a contract, no data. The document's relative `$ref`s
 (`schemas/order.created.v1.json`) resolve against /api/events/ to the schema views.
@@ -12,7 +13,7 @@ from django.utils.cache import patch_cache_control
 from django.views.decorators.http import require_safe
 
 from core.problems import problem_response
-from outbox.published_contract import asyncapi_document, asyncapi_text, event_schema_texts
+from outbox.event_contract import asyncapi_document, asyncapi_text, event_schema_texts
 
 # The files change only with a deployment.
 _MAX_AGE_SECONDS = 300

@@ -1,7 +1,8 @@
-"""The event contract (outbox/contract/): the AsyncAPI document is valid AsyncAPI 3.0.0, every
-schema is valid and lists its own example, the document and the schema files name each
-other exactly, the service serves them all, the producers' events follow them, and the
-checker that every stream read goes through (tests/event_contract.py) can fail.
+"""The event contract (outbox/event_contract.py): the AsyncAPI document is valid AsyncAPI
+3.0.0, every registered schema is valid and lists its own example, the document and the
+schemas name each other exactly, the schemas' enums are the models' values, the service
+serves them all and `export_event_contract` writes them, the producers' events follow them,
+and the checker that every stream read goes through (tests/event_contract.py) can fail.
 
 asyncapi-3.0.0.schema.json is AsyncAPI's own JSON Schema of the 3.0.0 document, copied
 unchanged from `schemas/3.0.0-without-$id.json` of the npm package @asyncapi/specs 6.11.1
@@ -11,6 +12,7 @@ unchanged from `schemas/3.0.0-without-$id.json` of the npm package @asyncapi/spe
 from __future__ import annotations
 
 import copy
+import io
 import json
 import uuid
 from pathlib import Path
@@ -19,18 +21,20 @@ from urllib.parse import urljoin
 
 import pytest
 import yaml
+from django.conf import settings
+from django.core.management import call_command
 from django.db import connection
 from django.test import Client
 from jsonschema import Draft7Validator
 
-from orders.models import CancelReason
+from orders.models import CancelReason, OrderStatus
 from orders.services import order_cancel
-from outbox.published_contract import (
-    ASYNCAPI_FILE,
-    SCHEMAS_DIR,
+from outbox.event_contract import (
+    ENVELOPE_FILE,
     asyncapi_document,
     event_schema,
     event_schema_texts,
+    event_type_and_version,
 )
 from outbox.relay import relay_until_idle
 from tests.event_contract import assert_follows_contract
@@ -39,7 +43,8 @@ from tests.payments.helpers import WEBHOOK_SECRET, webhook_event
 from tests.payments.test_webhooks import place_pending_order, send
 
 ASYNCAPI_SCHEMA = json.loads((Path(__file__).parent / "asyncapi-3.0.0.schema.json").read_text())
-ENVELOPE = "envelope.v1.json"
+ASYNCAPI_FILE = Path(settings.EVENT_CONTRACT_DOCUMENT)
+ENVELOPE = ENVELOPE_FILE.name
 EVENT_SCHEMA_FILES = sorted(name for name in event_schema_texts() if name != ENVELOPE)
 MESSAGES = asyncapi_document()["components"]["messages"]
 
@@ -106,14 +111,14 @@ def test_the_document_and_the_schema_files_name_each_other_exactly():
     assert sorted(channel_messages) == sorted(MESSAGES)
     for file_name, message in referenced.items():
         schema = event_schema(file_name)
-        event_type, version = file_name.removesuffix(".json").rsplit(".v", 1)
+        event_type, version = event_type_and_version(file_name)
         assert message["name"] == schema["properties"]["type"]["const"] == event_type
         assert schema["properties"]["schema_version"]["const"] == version
         assert f"`schema_version` {version}" in message["summary"]
 
 
 def test_every_event_type_the_spec_names_has_a_schema():
-    types = {name.removesuffix(".json").rsplit(".v", 1)[0] for name in EVENT_SCHEMA_FILES}
+    types = {event_type_and_version(name)[0] for name in EVENT_SCHEMA_FILES}
     assert types == {
         "order.created",
         "order.paid",
@@ -121,6 +126,48 @@ def test_every_event_type_the_spec_names_has_a_schema():
         "order.refunded",
         "payment.refunded",
     }
+
+
+def test_each_app_publishes_the_schemas_of_the_events_it_emits():
+    # outbox knows no domain event: it brings the envelope only
+    assert sorted(path.name for path in ENVELOPE_FILE.parent.glob("*.json")) == [ENVELOPE]
+    orders_types = {
+        event_type_and_version(path.name)[0]
+        for path in (Path(settings.BASE_DIR) / "orders" / "event_schemas").glob("*.json")
+    }
+    payments_types = {
+        event_type_and_version(path.name)[0]
+        for path in (Path(settings.BASE_DIR) / "payments" / "event_schemas").glob("*.json")
+    }
+    assert orders_types == {"order.created", "order.paid", "order.cancelled", "order.refunded"}
+    assert payments_types == {"payment.refunded"}
+
+
+def test_the_schemas_enums_are_the_models_values():
+    # a new status or cancel reason in the code must reach the published schemas
+    for file_name in EVENT_SCHEMA_FILES:
+        payload = event_schema(file_name)["properties"]["payload"]["properties"]
+        if "status" in payload:
+            assert payload["status"]["const"] in OrderStatus.values, file_name
+        if "reason" in payload:
+            assert payload["reason"]["enum"] == list(CancelReason.values), file_name
+    created = event_schema("order.created.v1.json")["properties"]["payload"]["properties"]
+    assert created["status"]["const"] == OrderStatus.PENDING_PAYMENT
+    for version in (1, 2):
+        paid = event_schema(f"order.paid.v{version}.json")["properties"]["payload"]
+        assert paid["properties"]["status"]["const"] == OrderStatus.PAID
+
+
+def test_export_writes_the_contract_as_files_side_by_side(tmp_path):
+    call_command("export_event_contract", str(tmp_path / "contract"), stdout=io.StringIO())
+    written = tmp_path / "contract"
+    assert (written / "asyncapi.yaml").read_bytes() == ASYNCAPI_FILE.read_bytes()
+    assert sorted(path.name for path in (written / "schemas").iterdir()) == sorted(
+        event_schema_texts()
+    )
+    # every $ref of the document names a file written beside it
+    for message in MESSAGES.values():
+        assert (written / message["payload"]["schema"]["$ref"]).is_file()
 
 
 # --- served by the service ------------------------------------------------------------------
@@ -144,7 +191,7 @@ def test_the_service_serves_the_document_and_every_schema_it_refers_to():
         schema = client.get(url)
         assert schema.status_code == 200, url
         assert schema["Content-Type"] == "application/schema+json"
-        assert schema.content == (SCHEMAS_DIR / Path(url).name).read_bytes()
+        assert schema.content == event_schema_texts()[Path(url).name]
     assert client.get(f"/api/events/schemas/{ENVELOPE}").status_code == 200
 
 

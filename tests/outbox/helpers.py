@@ -44,6 +44,7 @@ def enqueue(
                             aggregate_id=aggregate_id,
                             version=version,
                             payload=payload if payload is not None else {"n": version},
+                            schema_version=1,
                         )
                     )
                 )
