@@ -24,7 +24,7 @@ class OutboxEvent(models.Model):
     # fixed when the row is written: a row written before a new version shipped is still
     # published as the version it was written in. The database default, 1, is what rows
     # written before the column existed (and writers of that time) follow.
-    schema_version = models.PositiveSmallIntegerField(default=1, db_default=1)
+    schema_version = models.SmallIntegerField(default=1, db_default=1)
     aggregate_type = models.CharField(max_length=50)
     aggregate_id = models.CharField(max_length=64)
     # 1, 2, 3... per aggregate, assigned under the aggregate's row lock.

@@ -25,7 +25,6 @@ process neither wait for the relay nor hold it up.
 from __future__ import annotations
 
 import atexit
-import contextlib
 import json
 import logging
 import os
@@ -334,10 +333,15 @@ class _Relay:
     def finish(self) -> RelayReport:
         """Wait for the batch in flight to land; the thread's connection is not kept."""
         report = self._landed() or RelayReport()
-        # RuntimeError "cannot schedule new futures": the process is exiting (a worker's
-        # shutdown), and the landing thread's connection ends with it.
-        with contextlib.suppress(RuntimeError):
-            _lander().submit(_close_connection).result()
+        try:
+            future = _lander().submit(_close_connection)
+        except RuntimeError:
+            # "cannot schedule new futures": the process is exiting (a worker's shutdown),
+            # and the landing thread's connection ends with it. Only submit's: an error
+            # closing the connection is the caller's to see.
+            pass
+        else:
+            future.result()
         return report
 
     def _landed(self) -> RelayReport | None:

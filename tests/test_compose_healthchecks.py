@@ -36,6 +36,7 @@ from scripts.processes import (
     worker_command,
 )
 from scripts.servers import free_port, start_redis
+from tests.event_contract import stop_after_checking_streams
 from tests.polling import eventually
 
 pytestmark = [pytest.mark.slow, pytest.mark.django_db(transaction=True)]
@@ -162,9 +163,10 @@ def test_the_image_and_compose_checks_run_against_local_processes(tmp_path):
         )
     finally:
         stop_all(processes)
-        redis_server.stop()
+        # The logs first: a stream entry off the contract fails the test in what follows.
         for path in sorted(Path(tmp_path).glob("*.log")):
             print(f"----- {path.name}\n{path.read_text()[-2000:]}")
+        stop_after_checking_streams(redis_server)
 
 
 def test_the_image_installs_the_uv_the_makefile_pins():

@@ -10,9 +10,16 @@ class Migration(migrations.Migration):
     ]
 
     operations = [
+        # The ALTER needs an ACCESS EXCLUSIVE lock on the outbox table; while it waits for
+        # one (behind a long transaction), every order write that enqueues an event queues
+        # behind it. Give up after 5 s instead, and run the migration again later.
+        migrations.RunSQL("SET LOCAL lock_timeout = '5s'", reverse_sql=migrations.RunSQL.noop),
+        # SmallIntegerField, not PositiveSmallIntegerField: PostgreSQL would check the
+        # latter's CHECK (schema_version >= 0) against every row, holding that lock the
+        # whole time.
         migrations.AddField(
             model_name='outboxevent',
             name='schema_version',
-            field=models.PositiveSmallIntegerField(db_default=1, default=1),
+            field=models.SmallIntegerField(db_default=1, default=1),
         ),
     ]

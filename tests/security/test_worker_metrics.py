@@ -28,6 +28,7 @@ from scripts.processes import (
     worker_command,
 )
 from scripts.servers import free_port, start_redis
+from tests.event_contract import stop_after_checking_streams
 from tests.outbox.helpers import enqueue, new_aggregate_ids
 from tests.polling import eventually
 
@@ -51,7 +52,7 @@ def _scrape(port: int) -> requests.Response | None:
 def private_redis(tmp_path):
     server = start_redis(tmp_path / "redis", free_port())
     yield server
-    server.stop()
+    stop_after_checking_streams(server)
 
 
 @pytest.mark.slow
