@@ -20,10 +20,10 @@ class OutboxEvent(models.Model):
     # The event id: consumers deduplicate on it, so a retry keeps it.
     id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
     type = models.CharField(max_length=100)
-    # The version of the type's published schema (outbox/contract/) the payload follows,
-    # fixed when the row is written: a row written before a new version shipped is still
-    # published as the version it was written in. The database default, 1, is what rows
-    # written before the column existed (and writers of that time) follow.
+    # The version of the type's published schema (the emitting app's event_schemas/) the
+    # payload follows, fixed when the row is written: a row written before a new version
+    # shipped is still published as the version it was written in. The database default,
+    # 1, is what rows written before the column existed (and writers of that time) follow.
     schema_version = models.SmallIntegerField(default=1, db_default=1)
     aggregate_type = models.CharField(max_length=50)
     aggregate_id = models.CharField(max_length=64)
