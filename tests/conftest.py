@@ -37,9 +37,14 @@ def _check_then_forget_the_streams_of_this_run():
 
 
 def _forget_keys(prefix: str) -> None:
+    """This run's keys, and kombu's bindings of this run's queues (named after them)."""
     client = redis.Redis.from_url(settings.REDIS_URL)
     try:
-        keys = list(client.scan_iter(match=f"{prefix}*", count=1000))
+        keys = [
+            key
+            for pattern in (f"{prefix}*", f"_kombu.binding*.{prefix}*")
+            for key in client.scan_iter(match=pattern, count=1000)
+        ]
         for start in range(0, len(keys), 500):
             client.delete(*keys[start : start + 500])
     except redis.RedisError:
