@@ -29,9 +29,17 @@ def save_counts(kind: str, worker: str, counts: Mapping[str, int]) -> None:
     (directory / f"counts-{worker}.json").write_text(json.dumps(dict(counts), indent=1))
 
 
+def this_runs_files(kind: str, pattern: str = "counts-*.json") -> list[dict]:
+    """The JSON files of `kind` written during this run (not an earlier run's), parsed."""
+    return [
+        json.loads(path.read_text())
+        for path in sorted(artifacts_dir(kind).glob(pattern))
+        if path.stat().st_mtime >= _STARTED
+    ]
+
+
 def merged_counts(kind: str) -> Counter[str]:
     merged: Counter[str] = Counter()
-    for path in sorted(artifacts_dir(kind).glob("counts-*.json")):
-        if path.stat().st_mtime >= _STARTED:  # not an earlier run's
-            merged.update(json.loads(path.read_text()))
+    for counts in this_runs_files(kind):
+        merged.update(counts)
     return merged

@@ -7,21 +7,17 @@ summary merges those written during this run. Imported by tests/conftest.py.
 
 from __future__ import annotations
 
-import json
-import time
 from collections import Counter
-from pathlib import Path
 
-ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts" / "schemathesis"
-_STARTED = time.time()
+from tests.run_artifacts import artifacts_dir, this_runs_files
+
+ARTIFACTS = artifacts_dir("schemathesis")
 
 
 def merged_stats() -> dict[str, Counter]:
     merged: dict[str, Counter] = {}
-    for path in sorted(ARTIFACTS.glob("stats-*.json")):
-        if path.stat().st_mtime < _STARTED:
-            continue  # an earlier run's
-        for label, counts in json.loads(path.read_text()).items():
+    for stats in this_runs_files("schemathesis", "stats-*.json"):
+        for label, counts in stats.items():
             merged.setdefault(label, Counter()).update(counts)
     return merged
 
