@@ -40,7 +40,8 @@ def test_create_api_client_prints_the_key_once_and_stores_only_its_hash():
     # and the row holds SHA-256(key), never the key or its secret part
     client = ApiClient.objects.get(name="storefront")
     assert client.key_hash == hashlib.sha256(key.encode()).hexdigest()
-    secret = key.rsplit("_", 1)[1]
+    # ok_<hex prefix>_<secret>: the secret (URL-safe base64) may itself contain "_"
+    secret = key.split("_", 2)[2]
     with connection.cursor() as cursor:
         cursor.execute("SELECT * FROM orders_apiclient WHERE id = %s", [client.pk])
         row = cursor.fetchone()
